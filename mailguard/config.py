@@ -1,0 +1,300 @@
+"""mailguard.toml -> frozen dataclasses, validated before any socket is bound.
+
+SECURITY: reads an admin-owned TOML file. Every key is checked against the schema
+below; an unknown key, a wrong type, a bad address or a missing file is a
+ConfigError naming the file, the key path and what would be valid.
+Relative paths are resolved against the directory of the config file (or the
+current directory when the built-in defaults are used), so a systemd unit and a
+newcomer in a checkout both get what they expect.
+
+DIAGNOSTICS: none; the caller logs or prints the error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+from urllib.parse import urlsplit
+
+from mailguard.errors import ConfigError
+
+DEFAULT_CONFIG = "mailguard.toml"
+UPSTREAM_SCHEMES = ("smtp", "smtps", "smtp+starttls", "maildir")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:10025"
+    allowed_clients: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    max_message_size: int = 52428800
+    max_recipients: int = 1000
+    max_commands: int = 10000  # per connection; stops a client that loops forever
+    command_timeout: float = 300.0  # RFC 5321 4.5.3.2 minimums are 5 minutes
+    hostname: str = ""  # banner / EHLO name; empty = the machine's FQDN
+
+    @property
+    def host(self) -> str:
+        return split_hostport(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_hostport(self.listen)[1]
+
+    @property
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(n, strict=False) for n in self.allowed_clients)
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    url: str = "maildir:var/outbox"
+    auth_file: str = ""  # file with "username:password" on one line, never argv
+    verify_tls: bool = True
+    ca_file: str = ""
+    timeout: float = 60.0
+    pool_size: int = 4
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split(":", 1)[0].lower()
+
+    @property
+    def maildir(self) -> str:
+        return self.url.split(":", 1)[1] if self.scheme == "maildir" else ""
+
+
+@dataclass(frozen=True)
+class OrganisationConfig:
+    internal_domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = "var/mailguard"
+    hold_expiry_hours: float = 72.0
+    notify_sender: bool = True
+    notice_from: str = ""  # envelope/From of notices; empty = postmaster@<hostname>
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    dir: str = "policies"
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Scan limits; hitting one makes the item unscannable (DESIGN §3.5)."""
+
+    max_expanded_bytes: int = 200 * 1024 * 1024
+    max_ratio: int = 100  # expanded / compressed, per archive member
+    max_depth: int = 5  # nesting of archives and attached messages
+    max_parts: int = 5000  # MIME parts plus archive members per message
+    scan_timeout: float = 60.0  # seconds per message
+    scan_workers: int = 2
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = ""  # e.g. "127.0.0.1:9125"; empty = off
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    organisation: OrganisationConfig = field(default_factory=OrganisationConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "(built-in defaults)"
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store.path)
+
+    @property
+    def policy_dir(self) -> Path:
+        return Path(self.policy.dir)
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    """'127.0.0.1:10025' or '[::1]:10025' -> (host, port); ValueError if malformed."""
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError("expected [IPv6]:PORT")
+        port_s = rest[1:]
+    else:
+        host, sep, port_s = value.rpartition(":")
+        if not sep or not host:
+            raise ValueError("expected HOST:PORT")
+    if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise ValueError(f"port {port_s!r} is not 1-65535")
+    return host, int(port_s)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate a config file.
+
+    ``path=None`` means ``./mailguard.toml`` if it exists, else the built-in
+    defaults. An explicitly named file that does not exist is an error.
+    """
+    if path is None:
+        if not Path(DEFAULT_CONFIG).is_file():
+            return _finish(Config(), Path.cwd(), "(built-in defaults)")
+        path = DEFAULT_CONFIG
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(p), "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), "", f"cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), "", f"not valid TOML: {exc}") from None
+    cfg = _build(Config, raw, str(p), "")
+    return _finish(cfg, p.resolve().parent, str(p))
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, prefix or "(top level)", "expected a table")
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if f.name != "source"}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{prefix}{key}"
+        if key not in known:
+            valid = ", ".join(sorted(known))
+            raise ConfigError(source, where, f"unknown key; valid keys here: {valid}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = _build(hint, value, source, where + ".")
+        else:
+            values[key] = _coerce(hint, value, source, where)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, source: str, where: str) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(source, where, f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise ConfigError(source, where, f"expected a non-negative integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        raise ConfigError(source, where, f"expected a positive number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(source, where, f"expected a string, got {value!r}")
+    # tuple[str, ...]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(source, where, f"expected a list of strings, got {value!r}")
+
+
+def _resolve(base: Path, value: str) -> str:
+    return str(value and (Path(value) if os.path.isabs(value) else base / value))
+
+
+def _finish(cfg: Config, base: Path, source: str) -> Config:
+    """Check values that need more than a type, and resolve relative paths."""
+    s, u = cfg.server, cfg.upstream
+    try:
+        split_hostport(s.listen)
+    except ValueError as exc:
+        raise ConfigError(source, "server.listen", f"{s.listen!r}: {exc}") from None
+    for net in s.allowed_clients:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(
+                source, "server.allowed_clients", f"{net!r} is not an IP network like 127.0.0.1/32"
+            ) from None
+    if s.max_message_size < 1024:
+        raise ConfigError(source, "server.max_message_size", "must be at least 1024 bytes")
+    if s.max_recipients < 1:
+        raise ConfigError(source, "server.max_recipients", "must be at least 1")
+
+    if u.scheme not in UPSTREAM_SCHEMES:
+        raise ConfigError(
+            source, "upstream.url",
+            f"{u.url!r}: scheme must be one of smtp://, smtps://, smtp+starttls://, maildir:PATH",
+        )
+    upstream = u
+    if u.scheme == "maildir":
+        if not u.maildir:
+            raise ConfigError(source, "upstream.url", "maildir: needs a path, e.g. maildir:var/outbox")
+        upstream = dataclasses.replace(u, url="maildir:" + _resolve(base, u.maildir))
+    else:
+        parts = urlsplit(u.url)
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(source, "upstream.url", f"{u.url!r}: bad port") from None
+        if not parts.hostname or port is None:
+            raise ConfigError(source, "upstream.url", f"{u.url!r}: expected SCHEME://HOST:PORT")
+        if parts.username or parts.password:
+            raise ConfigError(
+                source, "upstream.url",
+                "credentials do not belong in the URL; put them in upstream.auth_file",
+            )
+    if u.auth_file:
+        af = _resolve(base, u.auth_file)
+        if not Path(af).is_file():
+            raise ConfigError(source, "upstream.auth_file", f"{af}: file not found")
+        upstream = dataclasses.replace(upstream, auth_file=af)
+    if u.ca_file:
+        ca = _resolve(base, u.ca_file)
+        if not Path(ca).is_file():
+            raise ConfigError(source, "upstream.ca_file", f"{ca}: file not found")
+        upstream = dataclasses.replace(upstream, ca_file=ca)
+
+    domains = []
+    for d in cfg.organisation.internal_domains:
+        norm = d.strip().strip(".").lower()
+        try:
+            norm = norm.encode("idna").decode("ascii") if norm else norm
+        except UnicodeError:
+            raise ConfigError(source, "organisation.internal_domains", f"{d!r} is not a domain") from None
+        if not norm or "@" in norm or " " in norm:
+            raise ConfigError(source, "organisation.internal_domains", f"{d!r} is not a domain")
+        domains.append(norm)
+
+    if cfg.metrics.listen:
+        try:
+            split_hostport(cfg.metrics.listen)
+        except ValueError as exc:
+            raise ConfigError(source, "metrics.listen", f"{cfg.metrics.listen!r}: {exc}") from None
+    if cfg.log.level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(source, "log.level", "must be debug, info, warning or error")
+
+    policy_dir = _resolve(base, cfg.policy.dir)
+    if not Path(policy_dir).is_dir():
+        raise ConfigError(source, "policy.dir", f"{policy_dir}: directory not found")
+
+    return dataclasses.replace(
+        cfg,
+        upstream=upstream,
+        organisation=OrganisationConfig(tuple(domains)),
+        store=dataclasses.replace(cfg.store, path=_resolve(base, cfg.store.path)),
+        policy=PolicyConfig(policy_dir),
+        source=source,
+    )
