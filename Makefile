@@ -1,0 +1,17 @@
+# The two commands in the README. Both work on a fresh Debian machine.
+.PHONY: run test test-fast bench
+
+run:
+	scripts/setup run
+	.venv/bin/mailguard serve
+
+test:
+	scripts/setup test
+	.venv/bin/python -m pytest
+
+# Everything but the slow suites (real Postfix, corpus sweep).
+test-fast:
+	.venv/bin/python -m pytest -m "not slow"
+
+bench:
+	for b in bench/*.py; do .venv/bin/python $$b || exit 1; done
