@@ -1,0 +1,321 @@
+"""Envelope + headers + scan report -> Facts, computed once per message.
+
+The policy sees only these facts, never raw bytes (DESIGN §2). Everything a rule
+can test is here: who the mail goes to (envelope), what the recipients can see
+(To/Cc), whether it is a reply or a reply-all, and what the scanner found.
+
+Envelope recipients decide where mail goes; headers decide what recipients can
+see. "External" means not in ``organisation.internal_domains``; a domain covers
+its subdomains; comparison is case-insensitive and IDNA-aware (the config
+already holds the internal domains lower-cased and IDNA-encoded).
+
+SECURITY: parses headers of untrusted mail. Only the header block is parsed
+(never the body); a header that does not parse is read again with a plain
+address pattern so a hostile To/Cc cannot hide addresses from the count, and
+nothing here raises on malformed input. When in doubt a fact leans to the
+stricter side (an unparseable recipient domain is external; an address the
+parser lost still counts as visible).
+
+DIAGNOSTICS: none; facts carry masked findings only through the scan report.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses
+from functools import lru_cache
+from typing import Any
+
+CONFIDENCES = ("low", "medium", "high")  # ascending
+MAX_ADDRESSES = 10000  # per header set; a hostile To: cannot make facts unbounded
+MAX_HEADER_CHARS = 200_000  # per header field considered
+
+# A reply prefix, after NFKC (so "Ｒｅ：" is "Re:"). Mailing-list tags such as
+# "[city-list:123]" may come first. Forwards (Fwd:, FW:, WG:, 転送:) are not
+# replies, so only the first prefix counts: "Fwd: Re: x" is a forward.
+_LIST_TAG = r"(?:\s*[\[【(（][^\]】)）]{0,80}[\]】)）])*"
+_REPLY_WORDS = r"re|aw|sv|vs|antw|odp|ynt|atb|res|回复|回覆|答复|返信|返|답장"
+_COUNTER = r"(?:\s*(?:\[\d{1,4}\]|\(\d{1,4}\)|\^\d{1,4}))?"
+_REPLY_PREFIX = re.compile(rf"^{_LIST_TAG}\s*(?:{_REPLY_WORDS}){_COUNTER}\s*[:：]", re.IGNORECASE)
+# Fallback when the address parser gives up: anything shaped like local@domain.
+_ADDR_PATTERN = re.compile(r"[^\s<>,;:\"'()\[\]@]+@[^\s<>,;:\"'()\[\]@]+")
+
+_psl: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What a policy rule can test about one message. Immutable; built once."""
+
+    sender: str = ""
+    sender_domain: str = ""
+    recipients: tuple[str, ...] = ()
+    external_recipients: tuple[str, ...] = ()
+    external_domains: tuple[str, ...] = ()  # distinct, sorted
+    external_orgs: tuple[str, ...] = ()  # distinct registrable domains (PSL), sorted
+    recipient_domains: tuple[str, ...] = ()  # all envelope recipient domains, distinct
+    visible: tuple[str, ...] = ()  # distinct To/Cc addresses, lower-cased
+    visible_external: tuple[str, ...] = ()
+    header_from: tuple[str, ...] = ()
+    subject: str = ""
+    is_reply: bool = False
+    is_reply_all: bool = False
+    findings: tuple[Any, ...] = ()  # detect.Finding (masked; clear number repr=False)
+    persons_by_confidence: dict[str, int] = field(
+        default_factory=lambda: {"low": 0, "medium": 0, "high": 0}
+    )
+    unscannable: tuple[Any, ...] = ()  # scan.Unscannable
+    attachments: tuple[Any, ...] = ()  # scan.Attachment
+
+    @property
+    def persons(self) -> int:
+        """Distinct valid numbers at medium or high confidence (DESIGN §4)."""
+        return self.persons_by_confidence["medium"]
+
+    def persons_at(self, floor: str) -> int:
+        """Distinct numbers found at ``floor`` confidence or above."""
+        return self.persons_by_confidence[floor]
+
+    def masked_at(self, floor: str) -> tuple[str, ...]:
+        """Masked numbers at ``floor`` or above, one per distinct number, in order found."""
+        rank = CONFIDENCES.index(floor)
+        seen: set[Any] = set()
+        out = []
+        for f in self.findings:
+            if CONFIDENCES.index(getattr(f, "confidence", "low")) < rank:
+                continue
+            key = _identity(f)
+            if key not in seen:
+                seen.add(key)
+                out.append(f.masked)
+        return tuple(out)
+
+    @property
+    def any_external(self) -> bool:
+        return bool(self.external_recipients)
+
+    @property
+    def all_internal(self) -> bool:
+        return bool(self.recipients) and not self.external_recipients
+
+
+def build_facts(
+    mail_from: str,
+    rcpt_tos: Sequence[str],
+    data: bytes,
+    report: Any,
+    internal_domains: Iterable[str],
+) -> Facts:
+    """Compute the facts for one message.
+
+    ``data`` is the whole message (only its header block is read); ``report`` is
+    a scan.ScanReport; ``internal_domains`` as in OrganisationConfig.
+    """
+    internal = tuple(d for d in internal_domains if d)
+    sender = clean_address(mail_from)
+    sender_domain = domain_of(sender)
+
+    recipients: list[str] = []
+    for r in rcpt_tos:
+        a = clean_address(r)
+        if a and a not in recipients:
+            recipients.append(a)
+    external = [r for r in recipients if not is_internal(domain_of(r), internal)]
+    ext_domains = sorted({domain_of(r) or r for r in external})
+    ext_orgs = sorted({organisation_of(d) for d in ext_domains})
+    rcpt_domains = sorted({domain_of(r) for r in recipients if domain_of(r)})
+
+    headers = _parse_headers(data)
+    visible = _addresses(headers, ("to", "cc"))
+    visible_external = tuple(a for a in visible if not is_internal(domain_of(a), internal))
+    header_from = _addresses(headers, ("from", "sender"))
+    subject = _header_text(headers, "subject")
+
+    is_reply = bool(headers.get("in-reply-to") or headers.get("references")) or is_reply_subject(
+        subject
+    )
+    senders = {sender, *header_from} - {""}
+    others = [a for a in visible if a not in senders]
+    is_reply_all = is_reply and len(others) >= 2
+
+    findings = tuple(getattr(report, "findings", ()) or ())
+    return Facts(
+        sender=sender,
+        sender_domain=sender_domain,
+        recipients=tuple(recipients),
+        external_recipients=tuple(external),
+        external_domains=tuple(ext_domains),
+        external_orgs=tuple(ext_orgs),
+        recipient_domains=tuple(rcpt_domains),
+        visible=visible,
+        visible_external=visible_external,
+        header_from=header_from,
+        subject=subject,
+        is_reply=is_reply,
+        is_reply_all=is_reply_all,
+        findings=findings,
+        persons_by_confidence=_count_persons(findings, getattr(report, "persons", None)),
+        unscannable=tuple(getattr(report, "unscannable", ()) or ()),
+        attachments=tuple(getattr(report, "attachments", ()) or ()),
+    )
+
+
+# -- addresses and domains -------------------------------------------------
+
+
+def normalise_domain(domain: str) -> str:
+    """Lower-case, strip dots and brackets, IDNA-encode; '' if not a domain."""
+    d = unicodedata.normalize("NFKC", domain).strip().strip(".").lower()
+    if not d:
+        return ""
+    if d.startswith("[") and d.endswith("]"):  # address literal: never internal
+        return d
+    try:
+        return d.encode("idna").decode("ascii")
+    except UnicodeError:
+        # Hostile or unusual label: keep a stable form; it matches no internal domain.
+        return d
+
+
+def domain_of(address: str) -> str:
+    local, at, domain = address.rpartition("@")
+    return normalise_domain(domain) if at and local else ""
+
+
+def is_internal(domain: str, internal_domains: Iterable[str]) -> bool:
+    """True if ``domain`` is one of ``internal_domains`` or a subdomain of one."""
+    if not domain:
+        return False  # no domain: cannot prove it internal, so it is external
+    return any(domain == d or domain.endswith("." + d) for d in internal_domains)
+
+
+def organisation_of(domain: str) -> str:
+    """The registrable domain (PSL): city.example2.lg.jp -> example2.lg.jp."""
+    global _psl
+    if _psl is None:
+        from publicsuffixlist import PublicSuffixList
+
+        _psl = PublicSuffixList()
+    return _organisation(domain)
+
+
+@lru_cache(maxsize=4096)
+def _organisation(domain: str) -> str:
+    if not domain or domain.startswith("["):
+        return domain
+    try:
+        return _psl.privatesuffix(domain) or domain
+    except Exception:  # noqa: BLE001 - a hostile label must not break the facts
+        return domain
+
+
+def clean_address(address: str) -> str:
+    a = (address or "").strip()
+    if a.startswith("<") and a.endswith(">"):
+        a = a[1:-1].strip()
+    local, at, domain = a.rpartition("@")
+    if not at:
+        return a.lower()
+    # The local part is case-sensitive in theory, never in practice at a
+    # municipality; comparing lower-case avoids "Taro@" and "taro@" counting twice.
+    return f"{local.lower()}@{normalise_domain(domain)}"
+
+
+# -- headers ---------------------------------------------------------------
+
+
+def _parse_headers(data: bytes) -> dict[str, list[str]]:
+    """Header block -> {lower-case name: [raw values]}; never raises."""
+    out: dict[str, list[str]] = {}
+    try:
+        msg = BytesHeaderParser(policy=compat32).parsebytes(data or b"")
+        items = msg.items()
+    except Exception:  # noqa: BLE001 - hostile header block
+        return out
+    for name, value in items:
+        try:
+            key = str(name).strip().lower()
+            out.setdefault(key, []).append(str(value)[:MAX_HEADER_CHARS])
+        except Exception:  # noqa: BLE001
+            continue
+    return out
+
+
+def _decode(value: str) -> str:
+    """RFC 2047 decode with replacement; the raw text if it does not decode."""
+    try:
+        return str(make_header(decode_header(value)))
+    except Exception:  # noqa: BLE001 - bad charset names, broken encoded words
+        return value
+
+
+def _header_text(headers: dict[str, list[str]], name: str) -> str:
+    values = headers.get(name) or []
+    return _decode(values[0]).replace("\r", "").replace("\n", "") if values else ""
+
+
+def _addresses(headers: dict[str, list[str]], names: Sequence[str]) -> tuple[str, ...]:
+    """Distinct addresses in the named headers, lower-cased, in order of appearance."""
+    raw = [v for n in names for v in headers.get(n, [])]
+    seen: dict[str, None] = {}
+    for value in raw:
+        decoded = _decode(value)
+        parsed: list[tuple[str, str]] = []
+        lost = False
+        try:
+            parsed = getaddresses([decoded])
+        except Exception:  # noqa: BLE001
+            lost = True
+        for _name, addr in parsed:
+            if addr and "@" in addr:
+                seen.setdefault(clean_address(addr), None)
+            elif addr or _name:
+                lost = True
+        if lost:
+            # The parser dropped something: read it again with a plain pattern so a
+            # crafted header cannot make external recipients invisible to the policy.
+            for m in _ADDR_PATTERN.finditer(decoded):
+                seen.setdefault(clean_address(m.group(0)), None)
+        if len(seen) >= MAX_ADDRESSES:
+            break
+    return tuple(list(seen)[:MAX_ADDRESSES])
+
+
+def is_reply_subject(subject: str) -> bool:
+    """Re:, RE:, Re[2]:, Ｒｅ：, 返信:, AW:, SV:, ... (after an optional list tag)."""
+    text = unicodedata.normalize("NFKC", subject or "")[:1000]
+    return bool(_REPLY_PREFIX.match(text))
+
+
+# -- findings --------------------------------------------------------------
+
+
+def _identity(finding: Any) -> Any:
+    """What makes two findings the same person: the HMAC fingerprint."""
+    return (
+        getattr(finding, "fingerprint", None)
+        or getattr(finding, "number", None)
+        or (getattr(finding, "masked", None), getattr(finding, "location", None))
+    )
+
+
+def _count_persons(findings: Sequence[Any], reported: int | None) -> dict[str, int]:
+    by_rank: list[set[Any]] = [set(), set(), set()]
+    for f in findings:
+        conf = getattr(f, "confidence", "low")
+        rank = CONFIDENCES.index(conf) if conf in CONFIDENCES else 0
+        for r in range(rank + 1):
+            by_rank[r].add(_identity(f))
+    counts = {c: len(by_rank[i]) for i, c in enumerate(CONFIDENCES)}
+    # The scanner's own count is authoritative for medium+ (it may dedupe across
+    # parts in ways a finding list cannot show); never let ours be lower.
+    if reported is not None and reported > counts["medium"]:
+        counts["medium"] = reported
+        counts["low"] = max(counts["low"], reported)
+    return counts
