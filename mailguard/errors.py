@@ -4,7 +4,9 @@
     ├── ConfigError          bad mailguard.toml (names file, key and reason)
     ├── PolicyError          bad policy file (names file, line and reason)
     ├── ForwardError         the upstream did not take the message
-    │   └── UpstreamRefused  the upstream answered 4xx/5xx (carries code and text)
+    │   ├── UpstreamRefused  the upstream answered 4xx/5xx (carries code and text)
+    │   ├── UpstreamUnreachable  no connection (refused, DNS, TLS, AUTH failed)
+    │   └── UpstreamTimeout  the upstream stopped answering mid-conversation
     ├── ScanError            the scanner itself failed (tempfail, never pass)
     ├── StoreError           the hold store could not do what was asked
     │   └── NotFound         no held message with that id
@@ -42,6 +44,14 @@ class UpstreamRefused(ForwardError):
     def __init__(self, code: int, text: str) -> None:
         self.code, self.text = code, text
         super().__init__(f"upstream replied {code} {text}")
+
+
+class UpstreamUnreachable(ForwardError):
+    """No usable connection to the upstream: refused, unresolvable, TLS or AUTH failure."""
+
+
+class UpstreamTimeout(ForwardError):
+    """The upstream did not answer within upstream.timeout."""
 
 
 class ScanError(MailguardError):

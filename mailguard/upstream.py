@@ -1,0 +1,474 @@
+"""Delivery to the next hop: an SMTP smarthost or a local maildir.
+
+    send_message(upstream_cfg, mail_from, rcpt_tos, data, *, mail_options=(), pool=None)
+        -> DeliveryResult                 one complete delivery (hold release, notices)
+    UpstreamPool(upstream_cfg)            a few idle connections kept for reuse; the
+        acquire() -> Link                 relay leases one per client connection and
+        release(link, reusable=...)       drives MAIL/RCPT/DATA/RSET itself
+
+URLs: ``smtp://HOST:PORT`` (plain), ``smtps://HOST:PORT`` (TLS from the first byte),
+``smtp+starttls://HOST:PORT`` (STARTTLS required, never silently skipped),
+``maildir:PATH`` (files written the Postfix way: tmp/, fsync, link into new/,
+fsync the directory). Certificates are verified unless ``upstream.verify_tls =
+false``; ``upstream.ca_file`` adds a private CA.
+
+SECURITY: the next hop comes from the configuration only, never from message data.
+Upstream reply texts are untrusted: they are returned as received here and
+sanitised by replies.py before a client sees them. AUTH credentials come from
+``upstream.auth_file`` (one line ``username:password``), never from argv or the
+URL. Message bytes are sent as received; aiosmtplib only canonicalises line
+endings to CRLF and dot-stuffs, so a bare LF or CR can never end DATA upstream.
+
+DIAGNOSTICS: logs ``upstream_connect_failed`` (host, port, reason) and
+``maildir_written`` (file name); never addresses in bulk or content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import ssl
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Protocol
+from urllib.parse import urlsplit
+
+import aiosmtplib
+
+from mailguard.config import UpstreamConfig
+from mailguard.errors import (
+    ConfigError,
+    ForwardError,
+    UpstreamRefused,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from mailguard.log import get_logger
+
+log = get_logger(component="upstream")
+
+IDLE_MAX_AGE = 60.0  # seconds an idle pooled connection is trusted; servers drop idle ones
+QUIT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReply:
+    """One upstream reply; ``text`` holds continuation lines joined with "\\n"."""
+
+    code: int
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What the upstream did with one message.
+
+    ``reply`` is the upstream's final reply to DATA (2xx). ``refused`` maps each
+    recipient the upstream refused at RCPT to its reply; those did not get a copy.
+    """
+
+    reply: UpstreamReply
+    accepted: tuple[str, ...]
+    refused: dict[str, UpstreamReply] = field(default_factory=dict)
+
+
+class Link(Protocol):
+    """One upstream conversation, driven command by command by the relay."""
+
+    extensions: frozenset[str]
+
+    @property
+    def alive(self) -> bool: ...
+    async def mail(self, sender: str, options: Iterable[str] = ()) -> UpstreamReply: ...
+    async def rcpt(self, recipient: str) -> UpstreamReply: ...
+    async def data(self, data: bytes) -> UpstreamReply: ...
+    async def rset(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- SMTP
+
+
+def _path(address: str) -> bytes:
+    # aiosmtpd hands over "<>" for the null sender and the bare address otherwise;
+    # surrogateescape gives back exactly the bytes the client sent.
+    if address in ("", "<>"):
+        return b"<>"
+    return b"<" + address.encode("utf-8", "surrogateescape") + b">"
+
+
+def forwardable_options(options: Iterable[str], extensions: frozenset[str]) -> list[str]:
+    """Keep only MAIL parameters the upstream advertised (BODY, SMTPUTF8, SIZE)."""
+    keep = []
+    for opt in options:
+        name = opt.split("=", 1)[0].upper()
+        if name == "BODY" and "8bitmime" in extensions:
+            keep.append(opt)
+        elif name == "SMTPUTF8" and "smtputf8" in extensions:
+            keep.append(opt)
+        elif name == "SIZE" and "size" in extensions:
+            keep.append(opt)
+    return keep
+
+
+class SMTPLink:
+    def __init__(self, smtp: aiosmtplib.SMTP) -> None:
+        self.smtp = smtp
+        self.extensions = frozenset(k.lower() for k in smtp.esmtp_extensions)
+        self.idle_since = time.monotonic()
+        self.reused = False
+
+    @property
+    def alive(self) -> bool:
+        return self.smtp.is_connected
+
+    async def _command(self, *args: bytes) -> UpstreamReply:
+        try:
+            r = await self.smtp.execute_command(*args)
+        except aiosmtplib.SMTPTimeoutError as exc:
+            self.smtp.close()
+            raise UpstreamTimeout("upstream did not answer in time") from exc
+        except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
+            self.smtp.close()
+            raise ForwardError(f"upstream connection failed: {type(exc).__name__}") from exc
+        return UpstreamReply(r.code, r.message)
+
+    async def mail(self, sender: str, options: Iterable[str] = ()) -> UpstreamReply:
+        opts = [o.encode("ascii") for o in forwardable_options(options, self.extensions)]
+        return await self._command(b"MAIL", b"FROM:" + _path(sender), *opts)
+
+    async def rcpt(self, recipient: str) -> UpstreamReply:
+        return await self._command(b"RCPT", b"TO:" + _path(recipient))
+
+    async def data(self, data: bytes) -> UpstreamReply:
+        try:
+            r = await self.smtp.data(data)
+        except aiosmtplib.SMTPDataError as exc:
+            return UpstreamReply(exc.code, exc.message)
+        except aiosmtplib.SMTPTimeoutError as exc:
+            self.smtp.close()
+            raise UpstreamTimeout("upstream did not answer DATA in time") from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            self.smtp.close()
+            raise ForwardError(f"upstream connection failed during DATA: {type(exc).__name__}") from exc
+        return UpstreamReply(r.code, r.message)
+
+    async def rset(self) -> None:
+        r = await self._command(b"RSET")
+        if not r.ok:
+            self.smtp.close()
+            raise ForwardError(f"upstream answered RSET with {r.code}")
+
+    async def close(self) -> None:
+        if not self.smtp.is_connected:
+            return
+        try:
+            await self.smtp.quit(timeout=QUIT_TIMEOUT)
+        except (aiosmtplib.SMTPException, OSError):
+            pass
+        finally:
+            self.smtp.close()
+
+
+# ------------------------------------------------------------------------ maildir
+
+_counter = itertools.count()
+MAILDIR_EXTENSIONS = frozenset({"8bitmime", "smtputf8", "size"})
+
+
+def write_maildir(root: str, mail_from: str, rcpt_tos: list[str], data: bytes) -> str:
+    """Deliver one message into ``root`` (a maildir) durably; returns the file name.
+
+    Postfix's discipline: a unique name in tmp/ created O_EXCL 0600, write, fsync,
+    link into new/, unlink tmp, fsync new/. The envelope goes first as
+    ``Return-Path:`` and one ``X-Envelope-To:`` per recipient; the message bytes
+    follow exactly as received (CRLF line ends).
+    """
+    base = Path(root)
+    for sub in ("tmp", "new", "cur"):
+        (base / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+    now = time.time()
+    name = f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{host}"
+    head = "Return-Path: <%s>\r\n" % ("" if mail_from == "<>" else mail_from)
+    head += "".join(f"X-Envelope-To: <{r}>\r\n" for r in rcpt_tos)
+    tmp = base / "tmp" / name
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(head.encode("utf-8", "surrogateescape"))
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, base / "new" / name)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    dfd = os.open(base / "new", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return name
+
+
+class MaildirLink:
+    """A maildir behaves like an upstream that accepts every recipient."""
+
+    extensions = MAILDIR_EXTENSIONS
+    alive = True
+    reused = False
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.sender: str | None = None
+        self.rcpts: list[str] = []
+
+    async def mail(self, sender: str, options: Iterable[str] = ()) -> UpstreamReply:
+        self.sender, self.rcpts = sender, []
+        return UpstreamReply(250, "2.1.0 Ok")
+
+    async def rcpt(self, recipient: str) -> UpstreamReply:
+        self.rcpts.append(recipient)
+        return UpstreamReply(250, "2.1.5 Ok")
+
+    async def data(self, data: bytes) -> UpstreamReply:
+        sender, rcpts = self.sender or "<>", self.rcpts
+        self.sender, self.rcpts = None, []
+        try:
+            name = await asyncio.to_thread(write_maildir, self.root, sender, rcpts, data)
+        except OSError as exc:
+            raise ForwardError(f"maildir delivery failed: {exc.strerror}") from exc
+        log.info("maildir_written", file=name, recipients=len(rcpts), size=len(data))
+        return UpstreamReply(250, f"2.0.0 Ok: delivered as {name}")
+
+    async def rset(self) -> None:
+        self.sender, self.rcpts = None, []
+
+    async def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- pool
+
+
+def read_auth_file(path: str) -> tuple[str, str]:
+    """``username:password`` on the first line; ConfigError names the key if not."""
+    try:
+        line = Path(path).read_text(encoding="utf-8").splitlines()[0].strip()
+    except (OSError, UnicodeDecodeError, IndexError) as exc:
+        raise ConfigError(path, "upstream.auth_file", f"cannot read credentials: {exc}") from None
+    user, sep, password = line.partition(":")
+    if not sep or not user:
+        raise ConfigError(path, "upstream.auth_file", "expected one line 'username:password'")
+    return user, password
+
+
+def tls_context(cfg: UpstreamConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
+    if not cfg.verify_tls:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class UpstreamPool:
+    """Idle upstream connections kept for reuse (at most ``pool_size`` idle).
+
+    Leases are not capped: each client connection holds at most one link, so
+    concurrency upstream is bounded by the clients the relay serves.
+    """
+
+    def __init__(self, cfg: UpstreamConfig, *, local_hostname: str | None = None) -> None:
+        self.cfg = cfg
+        self.scheme = cfg.scheme
+        self.closed = False
+        self._idle: list[SMTPLink] = []
+        self._tls: ssl.SSLContext | None = None
+        self._auth: tuple[str, str] | None = None
+        self.extensions: frozenset[str] | None = None  # last seen from the upstream
+        if self.scheme == "maildir":
+            self.extensions = MAILDIR_EXTENSIONS
+            return
+        parts = urlsplit(cfg.url)
+        self.host, self.port = parts.hostname or "", parts.port or 25
+        if self.scheme in ("smtps", "smtp+starttls"):
+            self._tls = tls_context(cfg)
+        if cfg.auth_file:
+            self._auth = read_auth_file(cfg.auth_file)
+        self.local_hostname = local_hostname or socket.getfqdn() or "localhost"
+
+    @property
+    def smtputf8(self) -> bool:
+        return bool(self.extensions and "smtputf8" in self.extensions)
+
+    async def acquire(self) -> Link:
+        if self.scheme == "maildir":
+            return MaildirLink(self.cfg.maildir)
+        now = time.monotonic()
+        while self._idle:
+            link = self._idle.pop()
+            if link.alive and now - link.idle_since < IDLE_MAX_AGE:
+                link.reused = True
+                return link
+            asyncio.ensure_future(link.close())
+        return await self.connect()
+
+    async def connect(self) -> SMTPLink:
+        smtp = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            local_hostname=self.local_hostname,
+            timeout=self.cfg.timeout,
+            use_tls=self.scheme == "smtps",
+            start_tls=self.scheme == "smtp+starttls",
+            tls_context=self._tls,
+            username=self._auth[0] if self._auth else None,
+            password=self._auth[1] if self._auth else None,
+        )
+        try:
+            await smtp.connect()
+            if smtp.is_ehlo_or_helo_needed:
+                await smtp.ehlo()
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError, ValueError) as exc:
+            smtp.close()
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            log.warning("upstream_connect_failed", host=self.host, port=self.port, reason=reason)
+            if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+                raise UpstreamTimeout(f"upstream {self.host}:{self.port} did not answer") from exc
+            raise UpstreamUnreachable(f"cannot connect to upstream {self.host}:{self.port}") from exc
+        link = SMTPLink(smtp)
+        self.extensions = link.extensions
+        return link
+
+    async def release(self, link: Link, *, reusable: bool = True) -> None:
+        if (
+            isinstance(link, SMTPLink)
+            and reusable
+            and not self.closed
+            and link.alive
+            and len(self._idle) < self.cfg.pool_size
+        ):
+            link.idle_since = time.monotonic()
+            self._idle.append(link)
+        else:
+            await link.close()
+
+    async def probe(self) -> None:
+        """Connect once so ``extensions`` is known (for offering SMTPUTF8)."""
+        if self.extensions is None:
+            await self.release(await self.acquire())
+
+    async def close(self) -> None:
+        self.closed = True
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(link.close() for link in idle), return_exceptions=True)
+
+
+async def begin(pool: UpstreamPool, link: Link | None, sender: str, options: Iterable[str]) -> tuple[Link, UpstreamReply]:
+    """MAIL FROM upstream on ``link`` (or a fresh lease); a stale pooled link is replaced once.
+
+    A server may close an idle connection at any time; that shows up only when we
+    next write. Nothing of this transaction has been sent then, so one retry on a
+    fresh connection is safe.
+    """
+    options = list(options)
+    if link is None or not link.alive:
+        if link is not None:
+            await pool.release(link, reusable=False)
+        link = await pool.acquire()
+    try:
+        return link, await link.mail(sender, options)
+    except ForwardError:
+        await pool.release(link, reusable=False)
+        if not getattr(link, "reused", False):
+            raise
+    link = await pool.connect()  # maildir links never fail at MAIL, so SMTP only
+    try:
+        return link, await link.mail(sender, options)
+    except ForwardError:
+        await pool.release(link, reusable=False)
+        raise
+
+
+async def send_message(
+    upstream_cfg: UpstreamConfig,
+    mail_from: str,
+    rcpt_tos: list[str],
+    data: bytes,
+    *,
+    mail_options: Iterable[str] = (),
+    pool: UpstreamPool | None = None,
+) -> DeliveryResult:
+    """Deliver one message to the configured upstream and return what it did.
+
+    ``data`` is sent as is (line endings canonicalised to CRLF, dot-stuffed on the
+    wire); ``mail_from`` may be ``"<>"`` for bounces and notices; ``mail_options``
+    are MAIL parameters such as ``BODY=8BITMIME`` or ``SMTPUTF8`` (dropped when the
+    upstream does not advertise them). ``pool`` reuses the relay's connections;
+    without one a connection is opened and closed for this message.
+
+    Returns a DeliveryResult once the upstream answered 250 to DATA; recipients it
+    refused at RCPT are in ``result.refused`` (they got no copy; the rest did).
+
+    Raises:
+        UpstreamRefused: the upstream refused MAIL, every recipient, or DATA
+            (``code``/``text`` are the upstream's; 4xx = try again later). When
+            every recipient was refused, the code is a 4xx if any refusal was 4xx.
+        UpstreamUnreachable / UpstreamTimeout / ForwardError: no connection, no
+            answer in time, or the connection dropped. The message may count as
+            not delivered; after a drop during DATA it could have been (SMTP's
+            usual ambiguity), so a retry may duplicate.
+    """
+    own = pool is None
+    pool = pool or UpstreamPool(upstream_cfg)
+    link: Link | None = None
+    clean = False
+    try:
+        link, reply = await begin(pool, None, mail_from, mail_options)
+        if not reply.ok:
+            await link.rset()
+            clean = True
+            raise UpstreamRefused(reply.code, reply.text)
+        accepted: list[str] = []
+        refused: dict[str, UpstreamReply] = {}
+        for rcpt in rcpt_tos:
+            r = await link.rcpt(rcpt)
+            if r.ok:
+                accepted.append(rcpt)
+            else:
+                refused[rcpt] = r
+        if not accepted:
+            await link.rset()
+            clean = True
+            worst = next((r for r in refused.values() if r.transient), None)
+            worst = worst or next(iter(refused.values()), UpstreamReply(554, "no recipients"))
+            raise UpstreamRefused(worst.code, worst.text)
+        final = await link.data(data)
+        clean = True
+        if not final.ok:
+            raise UpstreamRefused(final.code, final.text)
+        return DeliveryResult(final, tuple(accepted), refused)
+    finally:
+        if link is not None:
+            await pool.release(link, reusable=clean)
+        if own:
+            await pool.close()
