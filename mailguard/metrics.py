@@ -1,0 +1,182 @@
+"""Prometheus metrics: what the relay did, counted; served over HTTP on metrics.listen.
+
+API (small functions the relay, pipeline and store call; all cheap, never raise):
+
+    observe_decision(action, rule, seconds)   one message decided; seconds = scan+decide time
+    observe_persons(persons)                   distinct valid numbers in one message
+    observe_unscannable(reason)                one item that could not be inspected
+    observe_relay(seconds, outcome="")         one transaction, end of DATA to our reply
+    observe_upstream_error(kind)               the upstream failed (connect, timeout, tempfail, ...)
+    observe_reply(code)                        one final reply to DATA (250, 451, 550, ...)
+    set_held_source(fn)                        fn() -> (held_count, oldest_received_epoch | None),
+                                               called at scrape time so a release from the CLI
+                                               (another process) shows up at the next scrape
+    start_server(listen) -> MetricsServer|None "" = off; else "HOST:PORT" (loopback advised)
+
+Metric names are prefixed ``mailguard_``; docs/install.md ("Monitoring") lists them.
+
+SECURITY: label values come from policy rule names and unscannable reasons, which
+can carry attachment names chosen by a sender; they are reduced to a short token
+of lowercase letters, '-', '_' and '.', with every digit dropped, so a number never
+reaches a label and a hostile name cannot blow up the label set. The endpoint
+serves only these counters, never message data; it listens only where configured.
+
+DIAGNOSTICS: logs ``metrics_started`` with the address, and ``metrics_source_failed``
+when the held-queue callback raises (the scrape still succeeds without it).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import start_http_server
+
+from mailguard.config import split_hostport
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Latency buckets in seconds: scanning a plain mail takes milliseconds, a large
+# attachment seconds; relaying adds the upstream round trip.
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+MESSAGES = Counter(
+    "mailguard_messages", "Messages decided, by decision (pass, hold, block) and deciding rule.",
+    ["decision", "rule"], registry=REGISTRY)
+PERSONS = Counter(
+    "mailguard_persons_found", "Distinct valid My Numbers (medium or high confidence) found, "
+    "summed over messages.", registry=REGISTRY)
+PERSONS_PER_MESSAGE = Histogram(
+    "mailguard_message_persons", "Persons found per message that had any; the bucket above 100 "
+    "counts serious situations (重大な事態).",
+    buckets=(1, 10, 100, float("inf")), registry=REGISTRY)
+UNSCANNABLE = Counter(
+    "mailguard_unscannable_items", "Items that could not be inspected, by reason.",
+    ["reason"], registry=REGISTRY)
+UPSTREAM_ERRORS = Counter(
+    "mailguard_upstream_errors", "Failed deliveries to the upstream, by kind.",
+    ["kind"], registry=REGISTRY)
+REPLIES = Counter(
+    "mailguard_smtp_replies", "Final replies to DATA sent to clients, by SMTP code.",
+    ["code"], registry=REGISTRY)
+SCAN_SECONDS = Histogram(
+    "mailguard_scan_seconds", "Time to scan a message and decide.", buckets=_LATENCY,
+    registry=REGISTRY)
+RELAY_SECONDS = Histogram(
+    "mailguard_relay_seconds", "Time from the end of DATA to mailguard's reply (scan, decide, "
+    "forward or hold).", ["outcome"], buckets=_LATENCY, registry=REGISTRY)
+
+
+_UNSAFE = re.compile(r"[^a-z_.\-]+")
+
+
+def label(value: object, limit: int = 48) -> str:
+    """A bounded, digit-free label value ('encrypted zip: 名簿123.zip' -> 'encrypted-zip')."""
+    text = str(value).strip().lower()
+    text = re.split(r"[:(\[/]", text, maxsplit=1)[0]  # the reason's kind, not its details
+    text = _UNSAFE.sub("-", text).strip("-.")
+    return (text[:limit].rstrip("-.") or "unknown")
+
+
+def observe_decision(action: str, rule: str, seconds: float | None = None) -> None:
+    MESSAGES.labels(label(action), label(rule)).inc()
+    if seconds is not None and seconds >= 0:
+        SCAN_SECONDS.observe(seconds)
+
+
+def observe_persons(persons: int) -> None:
+    if persons > 0:
+        PERSONS.inc(persons)
+        PERSONS_PER_MESSAGE.observe(persons)
+
+
+def observe_unscannable(reason: str) -> None:
+    UNSCANNABLE.labels(label(reason)).inc()
+
+
+def observe_upstream_error(kind: str) -> None:
+    UPSTREAM_ERRORS.labels(label(kind)).inc()
+
+
+def observe_relay(seconds: float, outcome: str = "") -> None:
+    if seconds >= 0:
+        RELAY_SECONDS.labels(label(outcome or "done")).observe(seconds)
+
+
+def observe_reply(code: int) -> None:
+    REPLIES.labels(str(int(code))).inc()
+
+
+# ------------------------------------------------------------- held queue
+
+
+HeldSource = Callable[[], "tuple[int, float | None]"]
+_held_source: HeldSource | None = None
+
+
+def set_held_source(fn: HeldSource | None) -> None:
+    """Register fn() -> (number held, oldest 'received' as a Unix time or None)."""
+    global _held_source
+    _held_source = fn
+
+
+class _HeldCollector:
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        count = GaugeMetricFamily("mailguard_held_messages", "Messages currently held.")
+        age = GaugeMetricFamily("mailguard_held_oldest_age_seconds",
+                                "Age of the oldest held message (0 when none is held).")
+        fn = _held_source
+        if fn is None:
+            return
+        try:
+            n, oldest = fn()
+        except Exception as exc:  # a scrape must not fail because the store is busy
+            from mailguard.log import get_logger
+
+            get_logger().warning("metrics_source_failed", error=type(exc).__name__)
+            return
+        count.add_metric([], float(n))
+        age.add_metric([], max(0.0, time.time() - oldest) if (n and oldest) else 0.0)
+        yield count
+        yield age
+
+    def describe(self) -> list:
+        return []
+
+
+REGISTRY.register(_HeldCollector())
+
+
+# ------------------------------------------------------------- the endpoint
+
+
+@dataclass
+class MetricsServer:
+    host: str
+    port: int
+    _server: object
+    _thread: threading.Thread
+
+    def close(self) -> None:
+        self._server.shutdown()  # type: ignore[attr-defined]
+        self._server.server_close()  # type: ignore[attr-defined]
+        self._thread.join(timeout=5)
+
+
+def start_server(listen: str) -> MetricsServer | None:
+    """Serve /metrics on listen ('HOST:PORT'); '' means off. Runs in a daemon
+    thread (prometheus-client's WSGI server), so a slow scraper never blocks the
+    relay's event loop."""
+    if not listen:
+        return None
+    host, port = split_hostport(listen)
+    server, thread = start_http_server(port, addr=host, registry=REGISTRY)
+    from mailguard.log import get_logger
+
+    get_logger().info("metrics_started", listen=listen)
+    return MetricsServer(host, server.server_port, server, thread)
