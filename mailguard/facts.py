@@ -273,7 +273,7 @@ def _addresses(headers: dict[str, list[str]], names: Sequence[str]) -> tuple[str
         except Exception:  # noqa: BLE001
             lost = True
         for _name, addr in parsed:
-            if addr and "@" in addr:
+            if addr and _ADDR_PATTERN.fullmatch(addr):
                 seen.setdefault(clean_address(addr), None)
             elif addr or _name:
                 lost = True
