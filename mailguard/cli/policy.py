@@ -1,17 +1,43 @@
-"""`mailguard policy`: placeholder until its issue lands (the parser exists so the CLI loads)."""
+"""`mailguard policy check`: validate the policy directory before a reload.
+
+Exit 0 with a one-line summary, or 2 with ``file:line: reason`` (the PolicyError
+is turned into the message and exit code by mailguard.cli.main, like every other
+configuration error).
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from mailguard.cli import add_config_option
+from mailguard.cli import EXIT_OK, add_config_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("policy", help="(not built yet)")
+    p = sub.add_parser("policy", help="work with the policy files")
     add_config_option(p)
-    p.set_defaults(func=run)
+    actions = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    check = actions.add_parser(
+        "check", help="validate the policy; exit 2 with file:line on error"
+    )
+    add_config_option(check)
+    check.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, config: object) -> int:
-    raise SystemExit("mailguard policy: not built yet")
+    from mailguard.policy import load_policy
+
+    policy = load_policy(config.policy.dir)  # type: ignore[attr-defined]
+    print(f"policy OK: {config.policy.dir}: {policy.summary()}")  # type: ignore[attr-defined]
+    for rule in policy.rules:
+        conds = ", ".join(f"{k}={_show(v)}" for k, v in rule.conditions.items()) or "(always)"
+        print(f"  {rule.source}  {rule.name}: {conds} -> {rule.action}")
+    print(f"  default -> {policy.default_action}")
+    return EXIT_OK
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(value) + "]"
+    return str(value)
