@@ -1,17 +1,56 @@
-"""`mailguard audit`: placeholder until its issue lands (the parser exists so the CLI loads)."""
+"""`mailguard audit`: verify the hash chain; export records for an inspection.
+
+    mailguard audit verify                         exit 0 intact, 1 naming the first bad line
+    mailguard audit export --since DATE [--format csv|json]
+
+SECURITY: the audit log holds masked numbers and fingerprints only; export
+writes it as it is.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
-from mailguard.cli import add_config_option
+from mailguard.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("audit", help="(not built yet)")
+    p = sub.add_parser("audit", help="verify or export the audit log")
     add_config_option(p)
-    p.set_defaults(func=run)
+    asub = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    q = asub.add_parser("verify", help="check the hash chain; exit 1 naming the first bad line")
+    add_config_option(q)
+    q.set_defaults(func=run_verify)
+    q = asub.add_parser("export", help="records since a date, as JSON lines or CSV")
+    add_config_option(q)
+    q.add_argument("--since", required=True, metavar="DATE", help="2025-04-01 or an ISO 8601 time (UTC if no zone)")
+    q.add_argument("--format", choices=("json", "csv"), default="json")
+    q.set_defaults(func=run_export)
 
 
-def run(args: argparse.Namespace, config: object) -> int:
-    raise SystemExit("mailguard audit: not built yet")
+def run_verify(args: argparse.Namespace, config: Any) -> int:
+    from mailguard.audit import AuditLog
+
+    log = AuditLog(config.store.path)
+    result = log.verify()
+    if result.ok:
+        print(f"{log.path}: {result.records} records, chain intact")
+        return EXIT_OK
+    print(f"{log.path}:{result.bad_line}: {result.reason}", file=sys.stderr)
+    print(f"audit chain broken at line {result.bad_line} ({result.records} records before it are intact)")
+    return EXIT_FAILED
+
+
+def run_export(args: argparse.Namespace, config: Any) -> int:
+    from mailguard.audit import AuditLog, parse_since
+
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        print(f"mailguard audit export: --since: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for chunk in AuditLog(config.store.path).export(since, args.format):
+        sys.stdout.write(chunk)
+    return EXIT_OK

@@ -1,17 +1,190 @@
-"""`mailguard held`: placeholder until its issue lands (the parser exists so the CLI loads)."""
+"""`mailguard held`: list, show, release, reject, expire and purge held mail.
+
+Talks to the store directly (SQLite with a busy timeout, per-message flocks), so
+it works while `mailguard serve` runs. The operator is MAILGUARD_OPERATOR if set,
+else SUDO_USER, else the login user; it is written to every audit record.
+
+SECURITY: ids are validated before they become paths; output shows masked
+findings only. ``show --raw`` prints the stored bytes (numbers in the clear) and
+is audited before anything is printed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import sys
+from typing import Any
 
-from mailguard.cli import add_config_option
+from mailguard.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_option
+from mailguard.store import ID_RE, STATES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("held", help="(not built yet)")
+    p = sub.add_parser("held", help="list, show, release or reject held mail")
     add_config_option(p)
-    p.set_defaults(func=run)
+    hs = p.add_subparsers(dest="held_command", metavar="ACTION", required=True)
+
+    q = hs.add_parser("list", help="held mail: id, state, rule, from, to, persons, received")
+    add_config_option(q)
+    q.add_argument("--json", action="store_true", help="one JSON object per line")
+    q.add_argument("--state", default="held", choices=(*STATES, "all"), help="which state to list (default held)")
+    q.set_defaults(func=run_list)
+
+    q = hs.add_parser("show", help="one held message, findings masked")
+    add_config_option(q)
+    q.add_argument("id")
+    g = q.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="one JSON object")
+    g.add_argument("--raw", action="store_true", help="print the stored message bytes (audited)")
+    q.set_defaults(func=run_show)
+
+    for name, helptext in (("release", "approve and deliver (once enough operators approved)"),
+                           ("reject", "refuse it and notify the sender")):
+        q = hs.add_parser(name, help=helptext)
+        add_config_option(q)
+        q.add_argument("id")
+        q.add_argument("--reason", required=True, help="why (recorded in the audit log)")
+        q.set_defaults(func=run_release if name == "release" else run_reject)
+
+    q = hs.add_parser("expire", help="expire mail held past store.hold_expiry_hours (never releases)")
+    add_config_option(q)
+    q.set_defaults(func=run_expire)
+
+    q = hs.add_parser("purge", help="delete message files of released, rejected and expired mail")
+    add_config_option(q)
+    q.add_argument("--older-than", type=float, required=True, metavar="DAYS",
+                   help="decided more than DAYS days ago")
+    q.set_defaults(func=run_purge)
 
 
-def run(args: argparse.Namespace, config: object) -> int:
-    raise SystemExit("mailguard held: not built yet")
+def _open(config: Any) -> tuple[Any, Any]:
+    from mailguard.audit import AuditLog
+    from mailguard.store import Store
+
+    return Store(config.store.path), AuditLog(config.store.path)
+
+
+def _bad_id(hold_id: str) -> bool:
+    if ID_RE.match(hold_id):
+        return False
+    print(f"mailguard held: {hold_id[:40]!r} is not a hold id (16 letters, from `mailguard held list`)",
+          file=sys.stderr)
+    return True
+
+
+def _operator() -> str:
+    from mailguard.hold import operator_identity
+
+    return operator_identity()
+
+
+def run_list(args: argparse.Namespace, config: Any) -> int:
+    store, _ = _open(config)
+    rows = store.list(None if args.state == "all" else args.state)
+    if args.json:
+        for h in rows:
+            print(json.dumps(h.summary(), ensure_ascii=False))
+        return EXIT_OK
+    if not rows:
+        print(f"no {args.state} mail" if args.state != "all" else "no mail in the store")
+        return EXIT_OK
+    print(f"{'ID':16}  {'STATE':8}  {'RECEIVED':19}  {'PERSONS':>7}  {'RULE':20}  FROM -> TO")
+    for h in rows:
+        to = ", ".join(h.rcpt_tos[:3]) + (f" (+{len(h.rcpt_tos) - 3})" if len(h.rcpt_tos) > 3 else "")
+        print(f"{h.id:16}  {h.state:8}  {h.received[:19]:19}  {h.persons:>7}  {h.rule[:20]:20}  "
+              f"{h.mail_from or '<>'} -> {to}")
+    return EXIT_OK
+
+
+def run_show(args: argparse.Namespace, config: Any) -> int:
+    if _bad_id(args.id):
+        return EXIT_USAGE
+    store, audit = _open(config)
+    if args.raw:
+        from mailguard.hold import show_raw
+
+        data = show_raw(store, audit, args.id, _operator())
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    d = store.get(args.id).detail()
+    if args.json:
+        print(json.dumps(d, ensure_ascii=False))
+        return EXIT_OK
+    for key in ("id", "state", "rule", "from", "to", "persons", "received", "subject", "message_id",
+                "size", "sha256", "approvals_required", "decided_at", "decided_by", "decided_reason",
+                "upstream_reply", "purged_at"):
+        v = d[key]
+        if v is None or v == "":
+            continue
+        print(f"{key + ':':20}{', '.join(v) if isinstance(v, list) else v}")
+    for r in d["reasons"]:
+        print(f"{'reason:':20}{r}")
+    for a in d["approvals"]:
+        print(f"{'approved:':20}{a['operator']} at {a['time'][:19]}: {a['reason']}")
+    for f in d["findings"]:
+        print(f"{'finding:':20}{f['masked']}  {f['confidence']}  {f['location']}  ({f['reason']})")
+    for u in d["unscannable"]:
+        print(f"{'unscannable:':20}{u['location']}: {u['reason']}")
+    return EXIT_OK
+
+
+def run_release(args: argparse.Namespace, config: Any) -> int:
+    if _bad_id(args.id):
+        return EXIT_USAGE
+    from mailguard.hold import release_message
+
+    store, audit = _open(config)
+    out = asyncio.run(release_message(config, store, audit, args.id, _operator(), args.reason))
+    if out.delivered:
+        print(f"{args.id}: released; upstream replied {out.reply}")
+        return EXIT_OK
+    if out.error:
+        print(f"mailguard held release: {args.id}: {out.error}; it stays held", file=sys.stderr)
+        for rcpt, reply in out.refused.items():
+            print(f"  refused {rcpt}: {reply}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.id}: approval recorded ({out.approvals} of {out.needed}); "
+          f"{out.needed - out.approvals} more distinct operator(s) must approve before it is sent")
+    return EXIT_OK
+
+
+def run_reject(args: argparse.Namespace, config: Any) -> int:
+    if _bad_id(args.id):
+        return EXIT_USAGE
+    from mailguard.hold import reject_message
+
+    store, audit = _open(config)
+    asyncio.run(reject_message(config, store, audit, args.id, _operator(), args.reason))
+    print(f"{args.id}: rejected; the sender was notified" if config.store.notify_sender
+          else f"{args.id}: rejected")
+    return EXIT_OK
+
+
+def run_expire(args: argparse.Namespace, config: Any) -> int:
+    from mailguard.hold import Holder
+
+    store, audit = _open(config)
+    holder = Holder(config, store, audit)
+    expired = asyncio.run(holder.expire_due(_operator()))
+    for hold_id in expired:
+        print(f"{hold_id}: expired")
+    print(f"{len(expired)} expired")
+    return EXIT_OK
+
+
+def run_purge(args: argparse.Namespace, config: Any) -> int:
+    from mailguard.hold import purge_messages
+
+    if args.older_than < 0:
+        print("mailguard held purge: --older-than must be 0 or more days", file=sys.stderr)
+        return EXIT_USAGE
+    store, audit = _open(config)
+    purged = purge_messages(store, audit, args.older_than, _operator())
+    for hold_id in purged:
+        print(f"{hold_id}: purged")
+    print(f"{len(purged)} purged")
+    return EXIT_OK

@@ -1,0 +1,398 @@
+"""Hold, record, release, reject, expire, purge: every state change of held mail.
+
+    Holder(config)                     the relay's ``holder``
+        async hold(mail_from, rcpt_tos, data, decision, *, mail_options=()) -> hold_id
+            durable (file fsynced + renamed + directory fsynced, row committed,
+            audit record fsynced) before it returns; the held notice is sent
+            afterwards, best effort, in the background
+        async expire_due() -> [hold_id]          held past store.hold_expiry_hours
+        async run_expiry(interval)               serve's periodic loop
+        async aclose()                           wait for notices in flight
+    Recorder(config)                   the relay's ``recorder``
+        async record(mail_from, rcpt_tos, data, decision, **extra)
+            the audit record of a pass or block decision
+    release_message / reject_message / expire_message / purge_messages / show_raw
+            the admin actions behind ``mailguard held``; each takes the message's
+            lock, changes the state at most once and writes its audit record
+    operator_identity() -> str         MAILGUARD_OPERATOR, else SUDO_USER, else the login user
+
+Release sends the stored bytes and envelope without scanning again and marks the
+message released only after the upstream's 250. If the upstream refuses or is
+unreachable the message stays held. If it refuses some recipients only, the ones
+that took it are done: the stored envelope is narrowed to the refused ones (the
+file rewritten the durable way) and the message stays held, so a second release
+neither duplicates nor loses a copy.
+
+SECURITY: only masked findings and fingerprints leave the decision into the row,
+the audit log and notices. Operator reasons are scrubbed by audit and notices.
+Expiry never releases: it rejects with a notice.
+
+DIAGNOSTICS: logs ``held``, ``hold_failed``, ``notice_sent``, ``notice_failed``,
+``expired``, ``released``, ``release_failed`` with the hold id; never content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import hashlib
+import os
+import pwd
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
+from typing import Any
+
+from mailguard.audit import AuditLog
+from mailguard.errors import AuditError, ForwardError, StoreError, UpstreamRefused
+from mailguard.log import get_logger, scrub
+from mailguard.notices import (
+    EXPIRED_NOTICE,
+    HELD_NOTICE,
+    REJECTED_NOTICE,
+    build_notice,
+    notice_sender,
+)
+from mailguard.store import EXPIRED, HELD, REJECTED, RELEASED, HeldMessage, Store
+
+log = get_logger(component="hold")
+
+SYSTEM_OPERATOR = "mailguard"
+EXPIRY_INTERVAL = 60.0
+
+
+def operator_identity() -> str:
+    """Who is running the CLI: MAILGUARD_OPERATOR (tests, wrappers), SUDO_USER, the login user."""
+    for var in ("MAILGUARD_OPERATOR", "SUDO_USER"):
+        v = os.environ.get(var, "").strip()
+        if v:
+            return v[:64]
+    try:
+        return os.getlogin()
+    except OSError:
+        pass
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return getpass.getuser()
+
+
+# -- evidence from a decision ---------------------------------------------------
+
+
+def masked_findings(findings: Any) -> list[dict[str, Any]]:
+    """detect.Finding objects -> dicts without the number (never ``number``)."""
+    out = []
+    for f in findings or ():
+        if isinstance(f, dict):
+            get = f.get
+        else:
+            def get(k: str, _f: Any = f) -> Any:
+                return getattr(_f, k, None)
+        out.append({
+            "masked": get("masked") or "",
+            "confidence": get("confidence") or "",
+            "reason": scrub(str(get("reason") or "")),
+            "location": scrub(str(get("location") or "")),
+            "fingerprint": get("fingerprint") or "",
+        })
+    return out
+
+
+def _unscannable(items: Any) -> list[dict[str, str]]:
+    return [
+        {"location": scrub(str(getattr(u, "location", "") or "")), "reason": scrub(str(getattr(u, "reason", "") or ""))}
+        for u in items or ()
+    ]
+
+
+def _headers(data: bytes) -> tuple[str, str]:
+    """(Subject, Message-ID), normalised and masked, for the row and notices."""
+    try:
+        msg = BytesHeaderParser(policy=default_policy).parsebytes(data[:262144])
+        subject = str(msg.get("Subject", "") or "")
+        message_id = str(msg.get("Message-ID", "") or "")
+    except Exception:  # a hostile header must never stop a hold
+        return "", ""
+    subject = scrub(" ".join(unicodedata.normalize("NFKC", subject).split()))[:200]
+    message_id = scrub(message_id.strip())[:250]
+    return subject, message_id
+
+
+def _evidence(mail_from: str, rcpt_tos: list[str], data: bytes, decision: Any) -> dict[str, Any]:
+    findings = masked_findings(getattr(decision, "findings", ()))
+    subject, message_id = _headers(data)
+    return {
+        "rule": decision.rule,
+        "reasons": [scrub(str(r)) for r in decision.reasons],
+        "persons": int(getattr(decision, "persons", 0) or 0),
+        "findings": findings,
+        "fingerprints": sorted({f["fingerprint"] for f in findings if f["fingerprint"]}),
+        "unscannable": _unscannable(getattr(decision, "unscannable", ())),
+        "subject": subject,
+        "message_id": message_id,
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def _audit_fields(held: HeldMessage) -> dict[str, Any]:
+    return {
+        "id": held.id, "from": held.mail_from, "to": list(held.rcpt_tos), "rule": held.rule,
+        "persons": held.persons, "findings": [dict(f) for f in held.findings],
+        "fingerprints": list(held.fingerprints),
+    }
+
+
+def _reply_text(reply: Any) -> str:
+    return f"{reply.code} {' '.join(str(reply.text).split())}"[:500]
+
+
+# -- notices ----------------------------------------------------------------------
+
+
+class Notifier:
+    def __init__(self, config: Any, audit: AuditLog) -> None:
+        self.config = config
+        self.audit = audit
+        self.sender = notice_sender(config.store, config.server)
+
+    async def send(self, kind: str, held: HeldMessage, reason: str = "") -> bool:
+        """Best effort: a failed notice is logged and audited, never raised."""
+        if not self.config.store.notify_sender:
+            return False
+        if not held.mail_from or held.mail_from == "<>":
+            return False  # a bounce: nobody to tell, and no loops
+        from mailguard.upstream import send_message
+
+        data = build_notice(kind, held, sender=self.sender, reason=reason,
+                            expiry_hours=self.config.store.hold_expiry_hours)
+        try:
+            result = await send_message(self.config.upstream, self.sender, [held.mail_from], data)
+        except ForwardError as exc:
+            log.warning("notice_failed", id=held.id, kind=kind, error=str(exc))
+            await asyncio.to_thread(self._audit_quietly, "notice", id=held.id, kind=kind,
+                                    to=[held.mail_from], error=str(exc)[:300])
+            return False
+        log.info("notice_sent", id=held.id, kind=kind)
+        await asyncio.to_thread(self._audit_quietly, "notice", id=held.id, kind=kind,
+                                to=[held.mail_from], reply=_reply_text(result.reply))
+        return True
+
+    def _audit_quietly(self, event: str, **fields: Any) -> None:
+        try:
+            self.audit.append(event, operator=SYSTEM_OPERATOR, **fields)
+        except AuditError as exc:
+            log.error("audit_failed", event=event, error=str(exc))
+
+
+# -- the relay's side -----------------------------------------------------------
+
+
+class Holder:
+    def __init__(self, config: Any, store: Store | None = None, audit: AuditLog | None = None) -> None:
+        self.config = config
+        self.store = store or Store(config.store.path)
+        self.audit = audit or AuditLog(config.store.path)
+        self.notifier = Notifier(config, self.audit)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def recover(self) -> None:
+        """Run once when serve starts: clean up after a crash."""
+        rec = self.store.recover()
+        for hold_id in rec.releases_interrupted:
+            self.audit.append("release-interrupted", operator=SYSTEM_OPERATOR, id=hold_id,
+                              reason="the releasing process stopped before the upstream's reply; still held")
+        if rec.temp_removed or rec.orphans_removed or rec.releases_interrupted:
+            log.warning("store_recovered", temp_removed=rec.temp_removed, orphans_removed=rec.orphans_removed,
+                        releases_interrupted=rec.releases_interrupted)
+
+    async def hold(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Any,
+                   *, mail_options: tuple[str, ...] | list[str] = ()) -> str:
+        ev = _evidence(mail_from, rcpt_tos, data, decision)
+        held = await asyncio.to_thread(self._hold_durably, mail_from, list(rcpt_tos), data, decision, ev,
+                                       tuple(mail_options))
+        log.info("held", id=held.id, rule=held.rule, persons=held.persons, size=held.size)
+        task = asyncio.create_task(self.notifier.send(HELD_NOTICE, held))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return held.id
+
+    def _hold_durably(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Any,
+                      ev: dict[str, Any], mail_options: tuple[str, ...]) -> HeldMessage:
+        held = self.store.add(
+            mail_from, rcpt_tos, data, rule=ev["rule"], reasons=ev["reasons"],
+            notice=getattr(decision, "notice", "") or "", persons=ev["persons"],
+            findings=ev["findings"], fingerprints=ev["fingerprints"], unscannable=ev["unscannable"],
+            subject=ev["subject"], message_id=ev["message_id"], sha256=ev["sha256"],
+            approvals_required=getattr(decision, "approvals", 1) or 1, mail_options=mail_options,
+        )
+        try:
+            self.audit.append("hold", operator=SYSTEM_OPERATOR, reasons=ev["reasons"],
+                              unscannable=ev["unscannable"], size=len(data), sha256=ev["sha256"],
+                              message_id=ev["message_id"], approvals_required=held.approvals_required,
+                              **_audit_fields(held))
+        except AuditError:
+            # No record, no 250: take the message back so the sender's retry is the only copy.
+            self.store.discard(held.id)
+            raise
+        return held
+
+    async def expire_due(self, operator: str = SYSTEM_OPERATOR) -> list[str]:
+        cutoff = (datetime.now(UTC) - timedelta(hours=self.config.store.hold_expiry_hours)).isoformat(
+            timespec="microseconds")
+        expired = []
+        for held in await asyncio.to_thread(self.store.due_for_expiry, cutoff):
+            try:
+                done = await asyncio.to_thread(expire_message, self.store, self.audit, held.id, operator)
+            except StoreError as exc:  # busy (being released) or already finished
+                log.info("expiry_skipped", id=held.id, reason=str(exc))
+                continue
+            log.info("expired", id=held.id)
+            await self.notifier.send(EXPIRED_NOTICE, done)
+            expired.append(held.id)
+        return expired
+
+    async def run_expiry(self, interval: float = EXPIRY_INTERVAL) -> None:
+        while True:
+            try:
+                await self.expire_due()
+            except Exception as exc:  # the loop must outlive a bad round
+                log.error("expiry_failed", error=str(exc))
+            await asyncio.sleep(interval)
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+
+class Recorder:
+    def __init__(self, config: Any, audit: AuditLog | None = None) -> None:
+        self.audit = audit or AuditLog(config.store.path)
+
+    async def record(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Any, **extra: Any) -> None:
+        """Audit a pass or block decision (holds are audited by Holder.hold). Raises AuditError."""
+        if decision.action == "hold":
+            return
+        ev = _evidence(mail_from, rcpt_tos, data, decision)
+        fields = {
+            "operator": SYSTEM_OPERATOR, "from": mail_from, "to": list(rcpt_tos), "rule": ev["rule"],
+            "reasons": ev["reasons"], "persons": ev["persons"], "findings": ev["findings"],
+            "fingerprints": ev["fingerprints"], "unscannable": ev["unscannable"],
+            "size": len(data), "sha256": ev["sha256"], "message_id": ev["message_id"],
+        }
+        fields.update({k: (str(v) if not isinstance(v, (int, float, bool, list, dict)) else v)
+                       for k, v in extra.items() if v is not None})
+        await asyncio.to_thread(self.audit.append, decision.action, **fields)
+
+
+# -- admin actions (the CLI) -------------------------------------------------------
+
+
+@dataclass
+class ReleaseOutcome:
+    held: HeldMessage
+    delivered: bool = False
+    approvals: int = 0
+    needed: int = 1
+    reply: str = ""
+    refused: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+
+async def release_message(config: Any, store: Store, audit: AuditLog, hold_id: str,
+                          operator: str, reason: str) -> ReleaseOutcome:
+    """Approve and, once enough distinct operators approved, deliver. See the module doc."""
+    from mailguard.upstream import send_message
+
+    with store.locked(hold_id) as held:
+        if held.state != HELD:
+            raise StoreError(f"{hold_id} is {held.state}, not held")
+        if operator in held.approvers and len(held.approvers) < held.approvals_required:
+            raise StoreError(
+                f"{operator} already approved {hold_id}; {held.approvals_required - len(held.approvers)}"
+                " more distinct operator(s) must approve it"
+            )
+        if operator not in held.approvers:
+            held = await asyncio.to_thread(store.add_approval, hold_id, operator, reason)
+            audit.append("approve", operator=operator, reason=reason, approvals=len(held.approvers),
+                         approvals_required=held.approvals_required, **_audit_fields(held))
+        out = ReleaseOutcome(held, approvals=len(held.approvers), needed=held.approvals_required)
+        if len(held.approvers) < held.approvals_required:
+            return out
+        envelope, data = store.read_message(hold_id)
+        store.mark_release_started(hold_id)
+        try:
+            result = await send_message(config.upstream, envelope.mail_from, list(envelope.rcpt_tos), data,
+                                        mail_options=envelope.mail_options)
+        except ForwardError as exc:
+            store.clear_release_started(hold_id)
+            out.error = (f"upstream refused: {_reply_text(exc)}" if isinstance(exc, UpstreamRefused)
+                         else f"upstream unavailable: {exc}")
+            audit.append("release-failed", operator=operator, reason=reason, error=out.error[:500],
+                         **_audit_fields(held))
+            log.warning("release_failed", id=hold_id, error=out.error)
+            return out
+        out.reply = _reply_text(result.reply)
+        if result.refused:
+            out.refused = {r: _reply_text(rep) for r, rep in result.refused.items()}
+            store.narrow_recipients(hold_id, [r for r in envelope.rcpt_tos if r in result.refused])
+            store.clear_release_started(hold_id)
+            out.error = f"upstream refused {len(out.refused)} recipient(s); they stay held"
+            audit.append("release-partial", operator=operator, reason=reason, reply=out.reply,
+                         accepted=list(result.accepted), refused=out.refused, **_audit_fields(held))
+            out.held = store.get(hold_id)
+            return out
+        out.held = store.finish(hold_id, RELEASED, operator, reason, reply=out.reply)
+        out.delivered = True
+        audit.append("release", operator=operator, reason=reason, reply=out.reply,
+                     approvers=out.held.approvers, **_audit_fields(out.held))
+        log.info("released", id=hold_id)
+        return out
+
+
+async def reject_message(config: Any, store: Store, audit: AuditLog, hold_id: str,
+                         operator: str, reason: str) -> HeldMessage:
+    with store.locked(hold_id) as held:
+        if held.state != HELD:
+            raise StoreError(f"{hold_id} is {held.state}, not held")
+        done = store.finish(hold_id, REJECTED, operator, reason)
+        audit.append("reject", operator=operator, reason=reason, **_audit_fields(done))
+    log.info("rejected", id=hold_id)
+    await Notifier(config, audit).send(REJECTED_NOTICE, done, reason=reason)
+    return done
+
+
+def expire_message(store: Store, audit: AuditLog, hold_id: str, operator: str) -> HeldMessage:
+    with store.locked(hold_id) as held:
+        if held.state != HELD:
+            raise StoreError(f"{hold_id} is {held.state}, not held")
+        done = store.finish(hold_id, EXPIRED, operator, "hold expired")
+        audit.append("expire", operator=operator, reason="hold expired", **_audit_fields(done))
+    return done
+
+
+def purge_messages(store: Store, audit: AuditLog, older_than_days: float, operator: str) -> list[str]:
+    cutoff = (datetime.now(UTC) - timedelta(days=older_than_days)).isoformat(timespec="microseconds")
+    purged = []
+    for held in store.purgeable(cutoff):
+        try:
+            with store.locked(held.id):
+                done = store.purge_file(held.id)
+        except StoreError as exc:
+            log.info("purge_skipped", id=held.id, reason=str(exc))
+            continue
+        audit.append("purge", operator=operator, state=done.state, decided_at=done.decided_at,
+                     reason=f"retention: older than {older_than_days:g} days", sha256=done.sha256,
+                     **_audit_fields(done))
+        purged.append(held.id)
+    return purged
+
+
+def show_raw(store: Store, audit: AuditLog, hold_id: str, operator: str) -> bytes:
+    """The exact stored bytes; audited before they are returned."""
+    held = store.get(hold_id)
+    _, data = store.read_message(hold_id)
+    audit.append("show-raw", operator=operator, **_audit_fields(held))
+    return data

@@ -1,0 +1,167 @@
+"""Notices to the envelope sender: held, rejected, expired (Japanese first, English second).
+
+A notice names the hold id, the rule, the reasons and the masked findings so the
+sender knows which mail and why, and never carries the number in the clear or any
+part of the original message (no attachment, no body). It is a text/plain UTF-8
+message with an RFC 2047 Subject, CRLF line ends and ``Auto-Submitted:
+auto-generated`` (RFC 3834) so auto-responders stay quiet; it goes out through
+the configured upstream like any other mail.
+
+SECURITY: everything that came from the held message (its Subject, Message-ID,
+addresses) or from an operator (the reason text) is NFKC-normalised and run
+through the digit scrubber before it is placed in a notice, and the finished text
+is scrubbed once more, so a number cannot slip through a field we forgot.
+A sender that is the null reverse-path (a bounce) gets no notice.
+
+DIAGNOSTICS: none; the caller logs ``notice_sent`` / ``notice_failed``.
+"""
+
+from __future__ import annotations
+
+import socket
+import unicodedata
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from datetime import UTC, datetime
+from typing import Any
+
+from mailguard.log import scrub
+
+HELD_NOTICE, REJECTED_NOTICE, EXPIRED_NOTICE = "held", "rejected", "expired"
+KINDS = (HELD_NOTICE, REJECTED_NOTICE, EXPIRED_NOTICE)
+MAX_FIELD = 200
+
+_SUBJECTS = {
+    HELD_NOTICE: ("送信を保留しました", "Your message is on hold"),
+    REJECTED_NOTICE: ("送信されませんでした(管理者が拒否)", "Your message was not sent (rejected)"),
+    EXPIRED_NOTICE: ("送信されませんでした(保留期限切れ)", "Your message was not sent (hold expired)"),
+}
+
+
+def safe_text(value: Any, limit: int = MAX_FIELD) -> str:
+    """Text from a message or an operator, fit for a notice: normalised, masked, bounded, one line."""
+    text = unicodedata.normalize("NFKC", str(value or ""))
+    text = " ".join(text.split())
+    text = scrub(text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def notice_sender(store_cfg: Any, server_cfg: Any = None) -> str:
+    if getattr(store_cfg, "notice_from", ""):
+        return store_cfg.notice_from
+    host = getattr(server_cfg, "hostname", "") or socket.getfqdn() or "localhost"
+    return f"postmaster@{host}"
+
+
+def build_notice(
+    kind: str,
+    held: Any,
+    *,
+    sender: str,
+    reason: str = "",
+    expiry_hours: float | None = None,
+) -> bytes:
+    """The notice for ``held`` (a store.HeldMessage) as bytes ready for SMTP."""
+    if kind not in KINDS:
+        raise ValueError(kind)
+    ja_subj, en_subj = _SUBJECTS[kind]
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = _address(sender)
+    msg["To"] = _address(held.mail_from)
+    msg["Subject"] = f"[mailguard] {ja_subj} / {en_subj} ({held.id})"
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    domain = sender.rpartition("@")[2] or None
+    msg["Message-ID"] = make_msgid("mailguard-notice", domain=domain)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Mailguard-Hold-Id"] = held.id
+    original_id = safe_text(held.message_id, 250)
+    if original_id.startswith("<") and original_id.endswith(">") and " " not in original_id:
+        msg["In-Reply-To"] = original_id
+        msg["References"] = original_id
+    body = _body(kind, held, reason=safe_text(reason, 500), expiry_hours=expiry_hours)
+    msg.set_content(scrub(body), charset="utf-8", cte="base64")
+    return msg.as_bytes(policy=SMTP)
+
+
+def _address(addr: str) -> str:
+    # Header injection: only a plain addr-spec ever reaches a header.
+    addr = safe_text(addr, 254).replace("\r", "").replace("\n", "")
+    try:
+        return str(Address(addr_spec=addr))
+    except (ValueError, IndexError):
+        return "undisclosed-recipients:;"
+
+
+def _body(kind: str, held: Any, *, reason: str, expiry_hours: float | None) -> str:
+    rcpts = ", ".join(safe_text(r, 254) for r in held.rcpt_tos[:20])
+    if len(held.rcpt_tos) > 20:
+        rcpts += f", … (+{len(held.rcpt_tos) - 20})"
+    subject = safe_text(held.subject)
+    reasons = [safe_text(r) for r in held.reasons] or ["-"]
+    findings = [
+        f"  {safe_text(f.get('masked'), 40)}  {safe_text(f.get('confidence'), 10)}  {safe_text(f.get('location'))}"
+        for f in held.findings[:50]
+    ]
+    if len(held.findings) > 50:
+        findings.append(f"  … (+{len(held.findings) - 50})")
+    unscannable = [f"  {safe_text(u.get('location'))}: {safe_text(u.get('reason'))}" for u in held.unscannable[:20]]
+    policy_text = safe_text(getattr(held, "notice", ""), 1000)
+    hours = f"{expiry_hours:g}" if expiry_hours else "?"
+
+    ja_lead = {
+        HELD_NOTICE: [
+            "あなたが送信したメールは、個人番号(マイナンバー)を含む可能性があるため、",
+            "送信を保留しました。管理者が確認して承認するまで、宛先には届きません。",
+            f"{hours} 時間以内に確認されない場合は送信されずに破棄されます。",
+        ],
+        REJECTED_NOTICE: [
+            "あなたが送信したメールは、管理者の確認の結果、送信されませんでした。",
+            "宛先には届いていません。必要であれば、個人番号を除いてから送り直してください。",
+        ],
+        EXPIRED_NOTICE: [
+            f"あなたが送信したメールは、保留期限({hours} 時間)までに承認されなかったため、",
+            "送信されませんでした。宛先には届いていません。",
+        ],
+    }[kind]
+    en_lead = {
+        HELD_NOTICE: [
+            "The message you sent may contain My Numbers (individual numbers), so it is",
+            "on hold. It will not reach its recipients until an administrator approves it.",
+            f"If nobody confirms it within {hours} hours it is not sent.",
+        ],
+        REJECTED_NOTICE: [
+            "After review an administrator rejected the message you sent. It was not",
+            "delivered. If it is needed, remove the My Numbers and send it again.",
+        ],
+        EXPIRED_NOTICE: [
+            f"The message you sent was not approved within the hold period ({hours} hours),",
+            "so it was not sent. It was not delivered to its recipients.",
+        ],
+    }[kind]
+
+    lines = ["[日本語]", "", *ja_lead, ""]
+    lines += [f"保留ID: {held.id}", f"件名: {subject}", f"宛先: {rcpts}", f"受付日時: {held.received}",
+              f"規則: {safe_text(held.rule)}", "理由:"]
+    lines += [f"  {r}" for r in reasons]
+    if reason and kind == REJECTED_NOTICE:
+        lines.append(f"管理者のコメント: {reason}")
+    if findings:
+        lines += ["検出(番号は伏せてあります):", *findings]
+    if unscannable:
+        lines += ["検査できなかった内容:", *unscannable]
+    if policy_text and kind == HELD_NOTICE:
+        lines += ["", policy_text]
+    lines += ["", "-" * 60, "", "[English]", "", *en_lead, ""]
+    lines += [f"Hold ID: {held.id}", f"Subject: {subject}", f"Recipients: {rcpts}",
+              f"Received: {held.received}", f"Rule: {safe_text(held.rule)}", "Reasons:"]
+    lines += [f"  {r}" for r in reasons]
+    if reason and kind == REJECTED_NOTICE:
+        lines.append(f"Administrator's comment: {reason}")
+    if findings:
+        lines += ["Findings (numbers masked):", *findings]
+    if unscannable:
+        lines += ["Content that could not be inspected:", *unscannable]
+    lines += ["", "-- ", "mailguard"]
+    return "\n".join(lines) + "\n"

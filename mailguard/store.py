@@ -1,0 +1,560 @@
+"""The durable hold store: held messages as files, their metadata in SQLite.
+
+Layout under ``store.path`` (directories 0700, files 0600, umask 077)::
+
+    messages/<id>.msg   "MAILGUARD-HOLD 1\\n" + envelope JSON + "\\n" + the exact bytes
+    tmp/                files being written (name, O_EXCL, flock, fsync, rename)
+    meta.sqlite         one row per held message (WAL, synchronous=FULL)
+    audit.jsonl         the audit log (mailguard.audit)
+
+Durability follows Postfix's mail_stream: write to a temporary name opened with
+O_EXCL and 0600, fsync, rename into messages/, fsync the directory, then commit
+the row. ``add`` returns only after both; the relay replies 250 only after that.
+
+The per-message mutex is an flock on the message file. The writer holds it from
+the temporary file until the row is committed; release, reject, expiry and purge
+hold it while they change the state. So recovery can tell a crashed process's
+leftovers (lock free) from work in progress in another process (lock held), and
+``serve`` and the CLI can share the store without a lock fight: SQLite itself runs
+with a busy timeout and every write is a short ``BEGIN IMMEDIATE`` transaction.
+
+States: held -> released | rejected | expired. A release sets ``release_started``
+before it talks to the upstream and marks ``released`` only after the upstream's
+250. If the releasing process dies in between, recovery finds the marker with the
+lock free and leaves the message held (the admin releases again: a duplicate is
+possible, a loss is not).
+
+SECURITY: ids come from the command line; they are checked against ID_RE before
+they become paths. The message files hold My Numbers in the clear; nothing else
+here does: the row keeps masked findings and HMAC fingerprints only.
+
+DIAGNOSTICS: none; callers log (``held``, ``released``, ...) and audit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from mailguard.errors import NotFound, StoreError
+
+HELD, RELEASED, REJECTED, EXPIRED = "held", "released", "rejected", "expired"
+STATES = (HELD, RELEASED, REJECTED, EXPIRED)
+FINAL_STATES = (RELEASED, REJECTED, EXPIRED)
+
+# Letters only (no i, l, o): easy to read aloud, and never a digit run that a
+# number scrubber would mask or mistake for a My Number.
+ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz"
+ID_LEN = 16
+ID_RE = re.compile(rf"^[{ID_ALPHABET}]{{{ID_LEN}}}$")
+MAGIC = b"MAILGUARD-HOLD 1\n"
+BUSY_TIMEOUT_MS = 30_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS held (
+    id                 TEXT PRIMARY KEY,
+    state              TEXT NOT NULL,
+    rule               TEXT NOT NULL,
+    reasons            TEXT NOT NULL,   -- JSON list of masked texts
+    notice             TEXT NOT NULL,
+    mail_from          TEXT NOT NULL,
+    rcpt_tos           TEXT NOT NULL,   -- JSON list
+    persons            INTEGER NOT NULL,
+    findings           TEXT NOT NULL,   -- JSON list: masked, confidence, reason, location, fingerprint
+    fingerprints       TEXT NOT NULL,   -- JSON list of HMAC fingerprints
+    unscannable        TEXT NOT NULL,   -- JSON list: location, reason
+    subject            TEXT NOT NULL,   -- scrubbed
+    message_id         TEXT NOT NULL,
+    size               INTEGER NOT NULL,
+    sha256             TEXT NOT NULL,
+    approvals_required INTEGER NOT NULL,
+    approvals          TEXT NOT NULL,   -- JSON list: operator, time, reason
+    received           TEXT NOT NULL,   -- ISO 8601 UTC
+    updated            TEXT NOT NULL,
+    decided_at         TEXT,
+    decided_by         TEXT,
+    decided_reason     TEXT,
+    upstream_reply     TEXT,
+    release_started    TEXT,
+    purged_at          TEXT
+);
+CREATE INDEX IF NOT EXISTS held_state_received ON held(state, received);
+"""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def new_id() -> str:
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LEN))
+
+
+def check_id(hold_id: str) -> str:
+    """Return ``hold_id`` if it is well formed, else raise StoreError (never a path)."""
+    if not isinstance(hold_id, str) or not ID_RE.match(hold_id):
+        raise StoreError(f"not a hold id: {hold_id[:40]!r}" if isinstance(hold_id, str) else "not a hold id")
+    return hold_id
+
+
+@dataclass(frozen=True)
+class HeldMessage:
+    id: str
+    state: str
+    rule: str
+    reasons: tuple[str, ...]
+    notice: str
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    persons: int
+    findings: tuple[dict[str, Any], ...]
+    fingerprints: tuple[str, ...]
+    unscannable: tuple[dict[str, Any], ...]
+    subject: str
+    message_id: str
+    size: int
+    sha256: str
+    approvals_required: int
+    approvals: tuple[dict[str, Any], ...]
+    received: str
+    updated: str
+    decided_at: str | None = None
+    decided_by: str | None = None
+    decided_reason: str | None = None
+    upstream_reply: str | None = None
+    release_started: str | None = None
+    purged_at: str | None = None
+
+    @property
+    def approvers(self) -> list[str]:
+        seen: list[str] = []
+        for a in self.approvals:
+            if a["operator"] not in seen:
+                seen.append(a["operator"])
+        return seen
+
+    def summary(self) -> dict[str, Any]:
+        """The `held list` fields (DESIGN §8)."""
+        return {
+            "id": self.id, "state": self.state, "rule": self.rule,
+            "from": self.mail_from, "to": list(self.rcpt_tos),
+            "persons": self.persons, "received": self.received,
+        }
+
+    def detail(self) -> dict[str, Any]:
+        """The `held show` fields: everything in the row, findings masked."""
+        d = self.summary()
+        d.update(
+            reasons=list(self.reasons), notice=self.notice, subject=self.subject,
+            message_id=self.message_id, size=self.size, sha256=self.sha256,
+            findings=[dict(f) for f in self.findings], fingerprints=list(self.fingerprints),
+            unscannable=[dict(u) for u in self.unscannable],
+            approvals_required=self.approvals_required,
+            approvals=[dict(a) for a in self.approvals],
+            updated=self.updated, decided_at=self.decided_at, decided_by=self.decided_by,
+            decided_reason=self.decided_reason, upstream_reply=self.upstream_reply,
+            release_started=self.release_started, purged_at=self.purged_at,
+        )
+        return d
+
+
+@dataclass(frozen=True)
+class Envelope:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    mail_options: tuple[str, ...] = ()
+
+
+@dataclass
+class Recovery:
+    temp_removed: int = 0
+    orphans_removed: int = 0
+    releases_interrupted: list[str] = field(default_factory=list)
+
+
+_JSON_COLS = ("reasons", "rcpt_tos", "findings", "fingerprints", "unscannable", "approvals")
+
+
+def _row_to_held(row: sqlite3.Row) -> HeldMessage:
+    d = dict(row)
+    for col in _JSON_COLS:
+        v = json.loads(d[col])
+        d[col] = tuple(v)
+    return HeldMessage(**d)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class Store:
+    """One store directory. Thread-safe: the relay calls it from worker threads."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        os.umask(0o077)
+        self.path = Path(path)
+        self.messages = self.path / "messages"
+        self.tmp = self.path / "tmp"
+        self._lock = threading.RLock()
+        try:
+            for d in (self.path, self.messages, self.tmp):
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.chmod(d, 0o700)
+            self._db = sqlite3.connect(
+                self.path / "meta.sqlite", timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None, check_same_thread=False,
+            )
+            os.chmod(self.path / "meta.sqlite", 0o600)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            with self._write():
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self._db.execute(stmt)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the hold store at {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- low level ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction (BEGIN IMMEDIATE: no upgrade deadlock)."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"hold store busy or broken: {exc}") from exc
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    self._db.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise StoreError(f"hold store commit failed: {exc}") from exc
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"hold store query failed: {exc}") from exc
+
+    def message_path(self, hold_id: str) -> Path:
+        return self.messages / f"{check_id(hold_id)}.msg"
+
+    # -- adding ------------------------------------------------------------
+
+    def add(
+        self,
+        mail_from: str,
+        rcpt_tos: list[str] | tuple[str, ...],
+        data: bytes,
+        *,
+        rule: str,
+        reasons: tuple[str, ...] | list[str] = (),
+        notice: str = "",
+        persons: int = 0,
+        findings: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
+        fingerprints: list[str] | tuple[str, ...] = (),
+        unscannable: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
+        subject: str = "",
+        message_id: str = "",
+        sha256: str = "",
+        approvals_required: int = 1,
+        mail_options: tuple[str, ...] | list[str] = (),
+    ) -> HeldMessage:
+        """Make a message durable (file + row) and return its row. Raises StoreError."""
+        hold_id = new_id()
+        envelope = {"mail_from": mail_from, "rcpt_tos": list(rcpt_tos), "mail_options": list(mail_options)}
+        head = MAGIC + json.dumps(envelope, ensure_ascii=False).encode("utf-8") + b"\n"
+        tmp = self.tmp / f"{hold_id}.{os.getpid()}.{threading.get_ident()}.tmp"
+        final = self.message_path(hold_id)
+        fd = -1
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _write_all(fd, head)
+            _write_all(fd, data)
+            os.fsync(fd)
+            if os.path.exists(final):  # 23^16 ids: only a bug could get here
+                raise StoreError(f"hold id collision: {hold_id}")
+            os.rename(tmp, final)
+            _fsync_dir(self.messages)
+            now = now_iso()
+            row = {
+                "id": hold_id, "state": HELD, "rule": rule,
+                "reasons": json.dumps(list(reasons), ensure_ascii=False),
+                "notice": notice, "mail_from": mail_from,
+                "rcpt_tos": json.dumps(list(rcpt_tos), ensure_ascii=False),
+                "persons": int(persons),
+                "findings": json.dumps(list(findings), ensure_ascii=False),
+                "fingerprints": json.dumps(list(fingerprints)),
+                "unscannable": json.dumps(list(unscannable), ensure_ascii=False),
+                "subject": subject, "message_id": message_id,
+                "size": len(data), "sha256": sha256,
+                "approvals_required": max(1, int(approvals_required)),
+                "approvals": "[]", "received": now, "updated": now,
+            }
+            cols = ", ".join(row)
+            marks = ", ".join("?" for _ in row)
+            with self._write() as db:
+                db.execute(f"INSERT INTO held ({cols}) VALUES ({marks})", tuple(row.values()))
+        except BaseException as exc:
+            # Nothing was promised yet: take back what was written.
+            for p in (tmp, final):
+                with contextlib.suppress(OSError):
+                    if p == final and self._row_exists(hold_id):
+                        continue
+                    os.unlink(p)
+            if isinstance(exc, (OSError, sqlite3.Error)):
+                raise StoreError(f"cannot store the message: {exc}") from exc
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return self.get(hold_id)
+
+    def _row_exists(self, hold_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM held WHERE id = ?", (hold_id,)))
+
+    def discard(self, hold_id: str) -> None:
+        """Undo an ``add`` whose 250 was never sent (the audit record failed)."""
+        check_id(hold_id)
+        with self._write() as db:
+            db.execute("DELETE FROM held WHERE id = ? AND state = ?", (hold_id, HELD))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.message_path(hold_id))
+        _fsync_dir(self.messages)
+
+    # -- reading -----------------------------------------------------------
+
+    def get(self, hold_id: str) -> HeldMessage:
+        rows = self._query("SELECT * FROM held WHERE id = ?", (check_id(hold_id),))
+        if not rows:
+            raise NotFound(f"no held message {hold_id}")
+        return _row_to_held(rows[0])
+
+    def list(self, state: str | None = HELD) -> list[HeldMessage]:
+        if state is None:
+            rows = self._query("SELECT * FROM held ORDER BY received, id")
+        else:
+            rows = self._query("SELECT * FROM held WHERE state = ? ORDER BY received, id", (state,))
+        return [_row_to_held(r) for r in rows]
+
+    def read_message(self, hold_id: str) -> tuple[Envelope, bytes]:
+        """The stored envelope and exact bytes. Raises NotFound once purged."""
+        path = self.message_path(hold_id)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"the message file of {hold_id} is gone (purged?)") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+        if not raw.startswith(MAGIC):
+            raise StoreError(f"{path}: not a mailguard hold file")
+        nl = raw.index(b"\n", len(MAGIC))
+        env = json.loads(raw[len(MAGIC):nl])
+        return (
+            Envelope(env["mail_from"], tuple(env["rcpt_tos"]), tuple(env.get("mail_options", ()))),
+            raw[nl + 1:],
+        )
+
+    # -- the per-message mutex ------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, hold_id: str, *, wait: bool = False) -> Iterator[HeldMessage]:
+        """Hold the message's flock; yields the row read under the lock.
+
+        Raises StoreError("busy") when another process holds it and ``wait`` is
+        false, NotFound when there is no such message or its file is gone.
+        """
+        path = self.message_path(hold_id)
+        self.get(hold_id)  # NotFound before touching the file system
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"the message file of {hold_id} is gone (purged?)") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise StoreError(f"{hold_id} is busy: another mailguard process is working on it") from None
+            yield self.get(hold_id)
+        finally:
+            os.close(fd)
+
+    # -- state changes (call with the message locked) ---------------------------
+
+    def add_approval(self, hold_id: str, operator: str, reason: str) -> HeldMessage:
+        with self._write() as db:
+            row = db.execute("SELECT state, approvals FROM held WHERE id = ?", (hold_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no held message {hold_id}")
+            if row["state"] != HELD:
+                raise StoreError(f"{hold_id} is {row['state']}, not held")
+            approvals = json.loads(row["approvals"])
+            approvals.append({"operator": operator, "time": now_iso(), "reason": reason})
+            db.execute(
+                "UPDATE held SET approvals = ?, updated = ? WHERE id = ?",
+                (json.dumps(approvals, ensure_ascii=False), now_iso(), hold_id),
+            )
+        return self.get(hold_id)
+
+    def mark_release_started(self, hold_id: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE held SET release_started = ?, updated = ? WHERE id = ? AND state = ?",
+                (now_iso(), now_iso(), hold_id, HELD),
+            )
+
+    def narrow_recipients(self, hold_id: str, remaining: list[str]) -> None:
+        """After a partial release: keep only ``remaining`` in the stored envelope.
+
+        Rewritten the durable way (tmp, fsync, rename, fsync dir); the caller holds
+        the old file's lock and the new file is locked before it replaces it.
+        """
+        envelope, data = self.read_message(hold_id)
+        env = {"mail_from": envelope.mail_from, "rcpt_tos": list(remaining),
+               "mail_options": list(envelope.mail_options)}
+        tmp = self.tmp / f"{hold_id}.{os.getpid()}.{threading.get_ident()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _write_all(fd, MAGIC + json.dumps(env, ensure_ascii=False).encode("utf-8") + b"\n" + data)
+            os.fsync(fd)
+            os.rename(tmp, self.message_path(hold_id))
+            _fsync_dir(self.messages)
+        finally:
+            os.close(fd)
+        with self._write() as db:
+            db.execute("UPDATE held SET updated = ? WHERE id = ?", (now_iso(), hold_id))
+
+    def clear_release_started(self, hold_id: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE held SET release_started = NULL WHERE id = ?", (hold_id,))
+
+    def finish(self, hold_id: str, state: str, operator: str, reason: str, reply: str | None = None) -> HeldMessage:
+        """held -> released | rejected | expired, exactly once."""
+        if state not in FINAL_STATES:
+            raise ValueError(state)
+        now = now_iso()
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE held SET state = ?, decided_at = ?, decided_by = ?, decided_reason = ?,"
+                " upstream_reply = COALESCE(?, upstream_reply), release_started = NULL, updated = ?"
+                " WHERE id = ? AND state = ?",
+                (state, now, operator, reason, reply, now, hold_id, HELD),
+            )
+            if cur.rowcount != 1:
+                row = db.execute("SELECT state FROM held WHERE id = ?", (hold_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"no held message {hold_id}")
+                raise StoreError(f"{hold_id} is {row['state']}, not held")
+        return self.get(hold_id)
+
+    def due_for_expiry(self, cutoff_iso: str) -> list[HeldMessage]:
+        rows = self._query(
+            "SELECT * FROM held WHERE state = ? AND received < ? ORDER BY received", (HELD, cutoff_iso)
+        )
+        return [_row_to_held(r) for r in rows]
+
+    def purgeable(self, cutoff_iso: str) -> list[HeldMessage]:
+        rows = self._query(
+            "SELECT * FROM held WHERE state IN (?, ?, ?) AND purged_at IS NULL AND decided_at < ?"
+            " ORDER BY decided_at",
+            (*FINAL_STATES, cutoff_iso),
+        )
+        return [_row_to_held(r) for r in rows]
+
+    def purge_file(self, hold_id: str) -> HeldMessage:
+        """Delete a finished message's file (call with it locked); the row stays."""
+        with self._write() as db:
+            row = db.execute("SELECT state FROM held WHERE id = ?", (hold_id,)).fetchone()
+            if row is None or row["state"] not in FINAL_STATES:
+                raise StoreError(f"{hold_id} is not finished; only released, rejected or expired mail is purged")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.message_path(hold_id))
+            _fsync_dir(self.messages)
+            db.execute("UPDATE held SET purged_at = ?, updated = ? WHERE id = ?", (now_iso(), now_iso(), hold_id))
+        return self.get(hold_id)
+
+    # -- recovery ------------------------------------------------------------
+
+    def recover(self) -> Recovery:
+        """Clean up after a crash. Safe while other processes use the store."""
+        rec = Recovery()
+        for p in self.tmp.iterdir():
+            if self._try_remove_unlocked(p):
+                rec.temp_removed += 1
+        for p in self.messages.iterdir():
+            stem = p.name.removesuffix(".msg")
+            if not p.name.endswith(".msg") or not ID_RE.match(stem):
+                continue
+            if self._row_exists(stem):
+                continue
+            # No row: the writer died before the commit, so no 250 was sent.
+            if self._try_remove_unlocked(p, unless=lambda s=stem: self._row_exists(s)):
+                rec.orphans_removed += 1
+        if rec.temp_removed or rec.orphans_removed:
+            _fsync_dir(self.messages)
+            _fsync_dir(self.tmp)
+        for row in self._query("SELECT id FROM held WHERE state = ? AND release_started IS NOT NULL", (HELD,)):
+            hold_id = row["id"]
+            try:
+                with self.locked(hold_id) as msg:
+                    if msg.state == HELD and msg.release_started:
+                        self.clear_release_started(hold_id)
+                        rec.releases_interrupted.append(hold_id)
+            except StoreError:
+                continue  # busy: a release is running in another process
+        return rec
+
+    @staticmethod
+    def _try_remove_unlocked(path: Path, unless: Any = None) -> bool:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # its writer is alive
+            if unless is not None and unless():
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return True
+        finally:
+            os.close(fd)

@@ -1,0 +1,66 @@
+"""Notices: Japanese first then English, MIME-correct UTF-8, masked, no content of the mail."""
+
+from __future__ import annotations
+
+import email
+from email.policy import default
+
+import pytest
+
+from mailguard.notices import EXPIRED_NOTICE, HELD_NOTICE, REJECTED_NOTICE, build_notice
+from mailguard.store import Store
+
+
+def valid_number(prefix11: str) -> str:
+    w = [6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2]
+    r = sum(int(d) * x for d, x in zip(prefix11, w)) % 11
+    return prefix11 + str(0 if r <= 1 else 11 - r)
+
+
+NUMBER = valid_number("31415926535")
+FULLWIDTH = NUMBER.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+
+
+@pytest.fixture
+def held(tmp_path):
+    s = Store(tmp_path)
+    data = (f"From: a@city.example.lg.jp\r\nTo: b@example.com\r\nMessage-ID: <m1@city.example.lg.jp>\r\n"
+            f"Subject: =?utf-8?b?5ZCN57C/?= {FULLWIDTH}\r\n\r\nsecret attachment {NUMBER}\r\n").encode()
+    return s.add("a@city.example.lg.jp", ["b@example.com"], data, rule="hold-external",
+                 reasons=("個人番号 1 件 / 1 person",), notice="管理者の確認が必要です。/ Needs review.",
+                 persons=1, subject=f"名簿 {NUMBER[:4]} {NUMBER[4:8]} {NUMBER[8:]}",
+                 message_id="<m1@city.example.lg.jp>",
+                 findings=[{"masked": "********" + NUMBER[-4:], "confidence": "high",
+                            "reason": "keyword", "location": "attachment:名簿.csv", "fingerprint": "ef" * 32}])
+
+
+@pytest.mark.parametrize("kind", [HELD_NOTICE, REJECTED_NOTICE, EXPIRED_NOTICE])
+def test_notice_is_bilingual_masked_and_mime_correct(held, kind):
+    raw = build_notice(kind, held, sender="postmaster@city.example.lg.jp",
+                       reason=f"contains {NUMBER}", expiry_hours=72)
+    raw.decode("ascii")  # 7-bit on the wire: RFC 2047 header, base64 body
+    assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
+    msg = email.message_from_bytes(raw, policy=default)
+    assert msg["To"] == "a@city.example.lg.jp" and msg["Auto-Submitted"] == "auto-generated"
+    assert held.id in msg["Subject"] and msg["In-Reply-To"] == "<m1@city.example.lg.jp>"
+    assert msg.get_content_type() == "text/plain" and msg.get_content_charset() == "utf-8"
+    body = msg.get_content()
+    assert body.index("[日本語]") < body.index("[English]")
+    assert held.id in body and "hold-external" in body and "********" + NUMBER[-4:] in body
+    assert "attachment:名簿.csv" in body
+    whole = raw.decode() + body + str(msg["Subject"])
+    assert NUMBER not in whole.replace(" ", "") and NUMBER[:8] not in whole
+    assert "secret attachment" not in body
+    if kind == REJECTED_NOTICE:
+        assert "contains ********" + NUMBER[-4:] in body
+    if kind == EXPIRED_NOTICE:
+        assert "72" in body
+
+
+def test_header_injection_in_the_sender_does_not_add_headers(held, tmp_path):
+    import dataclasses
+
+    evil = dataclasses.replace(held, mail_from="a@x.example\r\nBcc: victim@example.net")
+    raw = build_notice(HELD_NOTICE, evil, sender="postmaster@city.example.lg.jp")
+    msg = email.message_from_bytes(raw, policy=default)
+    assert msg["Bcc"] is None
