@@ -33,7 +33,6 @@ from aiosmtpd.controller import Controller
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_POSTFIX = REPO / "deploy" / "postfix"
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
-POSTSUPER = shutil.which("postsuper") or "/usr/sbin/postsuper"
 DOCUMENTED_MAILGUARD = "127.0.0.1:10025"
 
 # The hop whose deferral/backoff the tests wait for: seconds, not the default
@@ -373,15 +372,6 @@ class PostfixInstance:
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def flush(self) -> None:
-        """Ask for an immediate delivery attempt of deferred mail.
-
-        `postqueue -f` is set-gid and refuses a config directory that the system
-        main.cf does not list; `postfix flush` runs as root through postqueue too,
-        so we requeue with postsuper (root, no set-gid) and let the 1 s
-        queue_run_delay pick it up."""
-        self._run([POSTSUPER, "-c", str(self.config_dir), "-r", "ALL", "deferred"], check=False)
-
     # -- observing
 
     def log(self) -> str:
@@ -433,3 +423,93 @@ def _pid_alive(pid_file: Path) -> bool:
         return True
     except (ValueError, OSError, IndexError):
         return False
+
+
+# ------------------------------------------------------- mailguard under test
+
+
+class MailguardProcess:
+    """`python -m mailguard -c CONFIG serve` as a subprocess, plus its CLI."""
+
+    def __init__(self, workdir: Path, upstream_port: int, *, port: int | None = None,
+                 internal_domains: tuple[str, ...] = ("city.example.lg.jp",),
+                 metrics_port: int | None = None, extra: str = "") -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.upstream_port = upstream_port
+        self.metrics_port = metrics_port
+        self.config = workdir / "mailguard.toml"
+        self.stderr_path = workdir / "serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        domains = ", ".join(f'"{d}"' for d in internal_domains)
+        metrics = f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n' if metrics_port else ""
+        self.config.write_text(
+            "[server]\n"
+            f'listen = "127.0.0.1:{self.port}"\n'
+            'allowed_clients = ["127.0.0.1/32"]\n'
+            'hostname = "mailguard.city.example.lg.jp"\n'
+            "[upstream]\n"
+            f'url = "smtp://127.0.0.1:{upstream_port}"\n'
+            "timeout = 10\n"
+            "[organisation]\n"
+            f"internal_domains = [{domains}]\n"
+            "[store]\n"
+            f'path = "{workdir / "store"}"\n'
+            "[policy]\n"
+            f'dir = "{REPO / "policies"}"\n'
+            + metrics + extra,
+            encoding="utf-8")
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        env.setdefault("SUDO_USER", "")
+        env["USER"] = env.get("USER") or "tester"
+        return env
+
+    def start(self, timeout: float = 30.0) -> None:
+        import sys
+
+        log = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mailguard", "-c", str(self.config), "serve"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.workdir, env=self.env())
+        log.close()
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise MailguardDidNotStart(self.log_tail())
+            return port_open(self.port)
+        wait_for(up, timeout, "mailguard serve to listen", on_timeout=self.log_tail)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        try:
+            return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "--- mailguard serve stderr (tail) ---\n" + "\n".join(self.log().splitlines()[-lines:])
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        import sys
+
+        return subprocess.run([sys.executable, "-m", "mailguard", "-c", str(self.config), *args],
+                              capture_output=True, text=True, timeout=timeout,
+                              cwd=self.workdir, env=self.env())
+
+
+class MailguardDidNotStart(Exception):
+    pass
