@@ -1,0 +1,176 @@
+"""The relay application: services, the listening socket, signals.
+
+    build_services(config) -> Services      pipeline, upstream pool, holder, recorder
+    App(config, config_path)                start() -> port, stop(), reload()
+    serve(config, config_path) -> int       `mailguard serve`: run until SIGTERM
+
+aiosmtpd's SMTP protocol runs on the application's own asyncio loop
+(``loop.create_server``), not in aiosmtpd's threaded Controller.
+
+SIGTERM / SIGINT: stop accepting, close idle connections with 421 4.3.2, let
+transactions in flight finish (each connection closes after its current
+transaction), then exit 0. After SHUTDOWN_GRACE seconds the rest are cut; they
+never got a 250, so their clients still have the mail.
+
+SIGHUP: read the configuration file again and build new services. A bad config or
+policy is logged and refused; the old services keep running. Connections in
+flight finish on the services they started with. ``server.listen`` can not change
+without a restart (logged).
+
+SECURITY: the config is validated (config.load_config) before a socket is bound.
+DIAGNOSTICS: ``listening``, ``reloaded``, ``reload_refused``, ``stopping``,
+``stopped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from mailguard.config import Config, load_config
+from mailguard.log import get_logger
+from mailguard.pipeline import Pipeline
+from mailguard.receive import Relay, RelaySMTP
+from mailguard.upstream import UpstreamPool
+
+log = get_logger(component="server")
+
+SHUTDOWN_GRACE = 60.0
+
+
+@dataclass
+class Services:
+    """What the relay plugs in; rebuilt as a whole on SIGHUP."""
+
+    pipeline: Any
+    pool: UpstreamPool
+    holder: Any = None  # .hold(mail_from, rcpt_tos, data, decision) -> hold id
+    recorder: Any = None  # .record(mail_from=, rcpt_tos=, size=, decision=, outcome=, reply=, hold_id=)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+def build_services(config: Config) -> Services:
+    """Build every service from one config. Raises (ConfigError, PolicyError, ...)
+    when something is wrong, so a reload can refuse it and keep the old ones."""
+    pipeline = Pipeline(config)
+    pool = UpstreamPool(config.upstream, local_hostname=local_hostname(config))
+    return Services(pipeline=pipeline, pool=pool)
+
+
+_fqdn: str | None = None
+
+
+def local_hostname(config: Config) -> str:
+    global _fqdn
+    if config.server.hostname:
+        return config.server.hostname
+    if _fqdn is None:
+        _fqdn = socket.getfqdn() or "localhost"
+    return _fqdn
+
+
+def quiet_aiosmtpd() -> None:
+    # aiosmtpd logs every command line (addresses included) to "mail.log" at INFO;
+    # our own structured events replace it.
+    mail_log = logging.getLogger("mail.log")
+    mail_log.setLevel(logging.CRITICAL)
+    mail_log.propagate = False
+    mail_log.addHandler(logging.NullHandler())
+
+
+class App:
+    def __init__(self, config: Config, config_path: str | None = None,
+                 services: Services | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.services = services or build_services(config)
+        self.relay = Relay(
+            config, self.services.pipeline, self.services.pool,
+            holder=self.services.holder, recorder=self.services.recorder,
+            hostname=local_hostname(config),
+        )
+        self.server: asyncio.base_events.Server | None = None
+        self.port = 0
+        self._stopped = asyncio.Event()
+
+    async def start(self, port: int | None = None) -> int:
+        """Bind and start accepting; ``port=0`` picks a free port (tests). Returns the port."""
+        quiet_aiosmtpd()
+        loop = asyncio.get_running_loop()
+        host = self.config.server.host
+        port = self.config.server.port if port is None else port
+        self.server = await loop.create_server(lambda: RelaySMTP(self.relay), host, port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        log.info("listening", address=f"{host}:{self.port}", upstream=self.config.upstream.url)
+        return self.port
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop accepting, let transactions in flight finish, close everything."""
+        if self.server is None:
+            return
+        log.info("stopping", connections=len(self.relay.connections))
+        self.relay.draining = True
+        self.server.close()
+        for conn in list(self.relay.connections):
+            if not conn.busy:
+                conn.close_for_shutdown()
+        deadline = asyncio.get_running_loop().time() + grace
+        while self.relay.connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.relay.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        await self.relay.wait_tasks()
+        await self.services.close()
+        self.server = None
+        log.info("stopped")
+        self._stopped.set()
+
+    def reload(self) -> bool:
+        """Re-read the config file and rebuild the services; keep the old on error."""
+        try:
+            config = load_config(self.config_path)
+            services = build_services(config)
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the running config
+            log.error("reload_refused", error=type(exc).__name__, reason=str(exc)[:400])
+            return False
+        if config.server.listen != self.config.server.listen:
+            log.warning("restart_needed", key="server.listen", running=self.config.server.listen)
+        old = self.services
+        self.config, self.services = config, services
+        r = self.relay
+        r.config, r.pipeline, r.pool = config, services.pipeline, services.pool
+        r.holder, r.recorder = services.holder, services.recorder
+        # Links in flight go back to the old pool, which now closes them on release.
+        r.track(old.close())
+        log.info("reloaded", source=config.source, upstream=config.upstream.url)
+        return True
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; SIGHUP reloads."""
+        loop = asyncio.get_running_loop()
+        await self.start()
+        stopping: list[asyncio.Task] = []
+
+        def on_stop() -> None:
+            if not stopping:
+                stopping.append(loop.create_task(self.stop()))
+
+        loop.add_signal_handler(signal.SIGTERM, on_stop)
+        loop.add_signal_handler(signal.SIGINT, on_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await self._stopped.wait()
+        return 0
+
+
+def serve(config: Config, config_path: str | None = None) -> int:
+    async def main() -> int:
+        return await App(config, config_path).run()
+
+    return asyncio.run(main())
