@@ -1,17 +1,223 @@
-"""`mailguard status`: placeholder until its issue lands (the parser exists so the CLI loads)."""
+"""`mailguard status`: is the relay healthy? For monitoring, a timer or a watchdog.
+
+Checks, each reported on one line:
+
+    relay     something answers SMTP (a 220 greeting) on server.listen
+    store     store.path exists and this user can create, fsync and remove a file in it
+    upstream  smtp/smtps/smtp+starttls: a 220 greeting (TLS verified as the relay
+              would, STARTTLS included); maildir: the directory (or the nearest
+              existing parent, which the relay will create it under) is writable
+    held      held messages and the age of the oldest (information, never a failure)
+
+Exit 0 when every check passed, 1 naming what failed, 2 for a bad configuration.
+``--json`` prints one JSON object: ``ok``, ``checks`` (name -> ok, detail),
+``held``, ``oldest_held_age_seconds``.
+
+SECURITY: reads only the configuration and the store's metadata (counts and
+times); never message content. It connects only to the addresses in the config.
+DIAGNOSTICS: output on stdout; nothing is logged.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import smtplib
+import socket
+import ssl
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from mailguard.cli import add_config_option
+from mailguard.cli import EXIT_FAILED, EXIT_OK, add_config_option
+
+TIMEOUT = 10.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("status", help="(not built yet)")
+    p = sub.add_parser("status", help="check the relay, the store and the upstream; show the held queue")
     add_config_option(p)
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--timeout", type=float, default=TIMEOUT, metavar="SECONDS",
+                   help=f"per network check (default {TIMEOUT:g})")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, config: object) -> int:
-    raise SystemExit("mailguard status: not built yet")
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _greeting(host: str, port: int, timeout: float, *, tls: ssl.SSLContext | None = None,
+              starttls: ssl.SSLContext | None = None) -> str:
+    """Connect, read the 220 greeting (and STARTTLS if asked), QUIT. Raises on failure."""
+    cls = smtplib.SMTP_SSL if tls else smtplib.SMTP
+    kwargs: dict[str, Any] = {"context": tls} if tls else {}
+    client = cls(timeout=timeout, local_hostname="mailguard-status", **kwargs)
+    try:
+        code, banner = client.connect(host, port)
+        if code != 220:
+            raise OSError(f"greeting {code} {banner[:80].decode('ascii', 'replace')}")
+        if starttls is not None:
+            client.ehlo()
+            code, msg = client.starttls(context=starttls)
+            if code != 220:
+                raise OSError(f"STARTTLS refused: {code}")
+        ctx = tls or starttls
+        if ctx is None:
+            return "answered 220"
+        return "answered 220, TLS " + ("verified" if ctx.verify_mode != ssl.CERT_NONE else "NOT verified")
+    finally:
+        try:
+            client.quit()
+        except (smtplib.SMTPException, OSError):
+            client.close()
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "no answer (timeout)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (not running?)"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+def check_relay(config: Any, timeout: float) -> Check:
+    host, port = config.server.host, config.server.port
+    # A relay bound to every address is reached on loopback.
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    where = f"{config.server.listen}"
+    try:
+        return Check("relay", True, f"{where} {_greeting(target, port, timeout)}")
+    except (OSError, smtplib.SMTPException) as exc:
+        return Check("relay", False, f"{where}: {_why(exc)}")
+
+
+def _probe_dir(path: Path) -> None:
+    """Create, fsync and remove a file, as the store does for every held message."""
+    probe = path / f".status-{os.getpid()}-{time.monotonic_ns()}"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, b"ok\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+
+
+def check_store(config: Any) -> Check:
+    path = Path(config.store.path)
+    if not path.is_dir():
+        return Check("store", False, f"{path}: does not exist (has `mailguard serve` ever run"
+                     " with this config?)")
+    target = path / "tmp" if (path / "tmp").is_dir() else path
+    try:
+        _probe_dir(target)
+    except OSError as exc:
+        return Check("store", False, f"{path}: not writable: {exc.strerror or exc}")
+    return Check("store", True, f"{path} writable")
+
+
+def check_upstream(config: Any, timeout: float) -> Check:
+    u = config.upstream
+    if u.scheme == "maildir":
+        path = Path(u.maildir)
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        try:
+            _probe_dir(existing / "tmp" if existing == path and (path / "tmp").is_dir() else existing)
+        except OSError as exc:
+            return Check("upstream", False, f"maildir:{path}: not writable: {exc.strerror or exc}")
+        note = "" if existing == path else f" (will be created under {existing})"
+        return Check("upstream", True, f"maildir:{path} writable{note}")
+    parts = urlsplit(u.url)
+    from mailguard.upstream import tls_context
+
+    try:
+        ctx = tls_context(u) if u.scheme in ("smtps", "smtp+starttls") else None
+        detail = _greeting(parts.hostname or "", parts.port or 25, timeout,
+                           tls=ctx if u.scheme == "smtps" else None,
+                           starttls=ctx if u.scheme == "smtp+starttls" else None)
+        return Check("upstream", True, f"{u.url} {detail}")
+    except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+        return Check("upstream", False, f"{u.url}: {_why(exc)}")
+
+
+def held_queue(config: Any) -> tuple[int | None, float | None, str]:
+    """(held count, age of the oldest in seconds, error) from the store's metadata."""
+    if not (Path(config.store.path) / "meta.sqlite").exists():
+        return 0, None, ""
+    from mailguard.store import HELD, Store
+
+    try:
+        store = Store(config.store.path)
+        try:
+            held = store.list(HELD)
+        finally:
+            store.close()
+    except Exception as exc:  # status reports, it does not crash
+        return None, None, _why(exc)
+    if not held:
+        return 0, None, ""
+    oldest = min(datetime.fromisoformat(h.received) for h in held)
+    if oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return len(held), max(0.0, (datetime.now(UTC) - oldest).total_seconds()), ""
+
+
+def held_source(config: Any):  # noqa: ANN201 - metrics.HeldSource
+    """For metrics.set_held_source: (count, oldest 'received' as Unix time)."""
+    def source() -> tuple[int, float | None]:
+        n, age, err = held_queue(config)
+        if err:
+            raise RuntimeError(err)
+        return n or 0, (time.time() - age) if age is not None else None
+    return source
+
+
+def human_age(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    if d:
+        return f"{d}d{h:02d}h"
+    if h:
+        return f"{h}h{m:02d}m"
+    return f"{m}m{s:02d}s"
+
+
+def run(args: argparse.Namespace, config: Any) -> int:
+    checks = [check_relay(config, args.timeout), check_store(config),
+              check_upstream(config, args.timeout)]
+    count, age, err = held_queue(config)
+    if err:
+        checks.append(Check("held", False, f"cannot read the hold store: {err}"))
+    ok = all(c.ok for c in checks)
+    if args.json:
+        print(json.dumps({
+            "ok": ok,
+            "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks},
+            "held": count,
+            "oldest_held_age_seconds": None if age is None else round(age, 1),
+        }, ensure_ascii=False))
+    else:
+        for c in checks:
+            print(f"{c.name:<9} {'ok' if c.ok else 'FAILED':<7} {c.detail}")
+        if count is not None:
+            oldest = f", oldest {human_age(age)}" if age is not None else ""
+            print(f"{'held':<9} {count} message(s){oldest}")
+    if not ok:
+        failed = ", ".join(c.name for c in checks if not c.ok)
+        print(f"mailguard status: failed: {failed}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
