@@ -8,9 +8,11 @@
         async expire_due() -> [hold_id]          held past store.hold_expiry_hours
         async run_expiry(interval)               serve's periodic loop
         async aclose()                           wait for notices in flight
+        start()                                  start run_expiry on the running loop
     Recorder(config)                   the relay's ``recorder``
-        async record(mail_from, rcpt_tos, data, decision, **extra)
-            the audit record of a pass or block decision
+        async record(mail_from, rcpt_tos, decision, *, data=None, size=None,
+                     outcome="", reply="", hold_id=None, **extra)
+            the audit record of a pass or block decision (holds: see Holder.hold)
     release_message / reject_message / expire_message / purge_messages / show_raw
             the admin actions behind ``mailguard held``; each takes the message's
             lock, changes the state at most once and writes its audit record
@@ -34,6 +36,7 @@ DIAGNOSTICS: logs ``held``, ``hold_failed``, ``notice_sent``, ``notice_failed``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import hashlib
 import os
@@ -197,6 +200,7 @@ class Holder:
         self.audit = audit or AuditLog(config.store.path)
         self.notifier = Notifier(config, self.audit)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._expiry: asyncio.Task[Any] | None = None
 
     def recover(self) -> None:
         """Run once when serve starts: clean up after a crash."""
@@ -262,29 +266,65 @@ class Holder:
                 log.error("expiry_failed", error=str(exc))
             await asyncio.sleep(interval)
 
+    def start(self) -> None:
+        """Start the periodic expiry on the running loop (serve); no-op without one."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._expiry is None:
+            self._expiry = loop.create_task(self.run_expiry())
+
     async def aclose(self, timeout: float = 30.0) -> None:
+        """Stop the expiry loop and give notices in flight a chance to finish."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+            self._expiry = None
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
 
 class Recorder:
+    """The relay's audit hook, called once per message after the reply is decided."""
+
     def __init__(self, config: Any, audit: AuditLog | None = None) -> None:
         self.audit = audit or AuditLog(config.store.path)
 
-    async def record(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Any, **extra: Any) -> None:
-        """Audit a pass or block decision (holds are audited by Holder.hold). Raises AuditError."""
-        if decision.action == "hold":
-            return
-        ev = _evidence(mail_from, rcpt_tos, data, decision)
-        fields = {
-            "operator": SYSTEM_OPERATOR, "from": mail_from, "to": list(rcpt_tos), "rule": ev["rule"],
-            "reasons": ev["reasons"], "persons": ev["persons"], "findings": ev["findings"],
-            "fingerprints": ev["fingerprints"], "unscannable": ev["unscannable"],
-            "size": len(data), "sha256": ev["sha256"], "message_id": ev["message_id"],
+    async def record(self, mail_from: str, rcpt_tos: list[str], decision: Any, *, data: bytes | None = None,
+                     size: int | None = None, outcome: str = "", reply: str = "", hold_id: str | None = None,
+                     **extra: Any) -> None:
+        """Audit a pass or block decision; raises AuditError.
+
+        A hold that was stored is audited by Holder.hold (inside the durability
+        promise), so it is not written twice; a hold that could not be stored
+        (the client got a 4xx) is recorded as ``hold-failed``.
+        """
+        event = decision.action
+        if event == "hold":
+            if hold_id:
+                return
+            event = "hold-failed"
+        fields: dict[str, Any] = {
+            "operator": SYSTEM_OPERATOR, "from": mail_from, "to": list(rcpt_tos), "rule": decision.rule,
+            "reasons": [scrub(str(r)) for r in decision.reasons],
+            "persons": int(getattr(decision, "persons", 0) or 0),
+            "unscannable": _unscannable(getattr(decision, "unscannable", ())),
+            "outcome": outcome, "reply": " ".join(str(reply).split())[:300],
         }
-        fields.update({k: (str(v) if not isinstance(v, (int, float, bool, list, dict)) else v)
-                       for k, v in extra.items() if v is not None})
-        await asyncio.to_thread(self.audit.append, decision.action, **fields)
+        findings = masked_findings(getattr(decision, "findings", ()))
+        fields["findings"] = findings
+        fields["fingerprints"] = sorted({f["fingerprint"] for f in findings if f["fingerprint"]})
+        if data is not None:
+            subject, message_id = _headers(data)
+            fields.update(size=len(data), sha256=hashlib.sha256(data).hexdigest(), message_id=message_id)
+        elif size is not None:
+            fields["size"] = int(size)
+        for k, v in extra.items():
+            if v is not None and k not in fields:
+                fields[k] = v if isinstance(v, (int, float, bool, list, dict)) else str(v)[:300]
+        await asyncio.to_thread(self.audit.append, event, **fields)
 
 
 # -- admin actions (the CLI) -------------------------------------------------------

@@ -52,6 +52,8 @@ class Services:
     recorder: Any = None  # .record(mail_from=, rcpt_tos=, size=, decision=, outcome=, reply=, hold_id=)
 
     async def close(self) -> None:
+        if self.holder is not None and hasattr(self.holder, "aclose"):
+            await self.holder.aclose()  # stops expiry, lets notices in flight finish
         await self.pool.close()
 
 
@@ -60,7 +62,14 @@ def build_services(config: Config) -> Services:
     when something is wrong, so a reload can refuse it and keep the old ones."""
     pipeline = Pipeline(config)
     pool = UpstreamPool(config.upstream, local_hostname=local_hostname(config))
-    return Services(pipeline=pipeline, pool=pool)
+    # The hold store (issue 6): recovery first (safe beside a running CLI: it only
+    # touches files nobody holds a lock on), then periodic expiry on this loop.
+    from mailguard.hold import Holder, Recorder
+
+    holder = Holder(config)
+    holder.recover()
+    holder.start()
+    return Services(pipeline=pipeline, pool=pool, holder=holder, recorder=Recorder(config, holder.audit))
 
 
 _fqdn: str | None = None
