@@ -1,5 +1,15 @@
 """Message bytes -> ScanReport: every readable text through the detector.
 
+SECURITY: handles whole untrusted messages and documents. Extraction runs in
+worker processes (Scanner) so a hostile attachment can neither stall the event
+loop nor take the relay down; a per-message deadline is checked cooperatively
+inside the worker (partial results plus "scan time limit exceeded"), and a
+worker stuck past the hard timeout is killed and replaced. No network, no
+files written.
+
+DIAGNOSTICS: `scan_timed_out` and `scan_worker_replaced` (warning) with the
+elapsed time; never content, names or numbers.
+
 INTERFACE (fixed; the policy, hold store and CLI code against it):
 
     Unscannable(location, reason)
@@ -17,8 +27,20 @@ INTERFACE (fixed; the policy, hold store and CLI code against it):
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from mailguard.config import LimitsConfig
+from mailguard.errors import ScanError
+from mailguard.log import get_logger
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,4 +64,194 @@ class ScanReport:
     unscannable: tuple[Unscannable, ...] = ()
     attachments: tuple[Attachment, ...] = ()
 
-# TODO(issue 4): scan_message, scan_file, Scanner.
+
+TIME_LIMIT_REASON = "scan time limit exceeded"
+# The cooperative deadline fires first so the worker can return partial
+# findings; the hard kill is the backstop for a library stuck in one call.
+SOFT_DEADLINE_FRACTION = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class Extraction:
+    """What extraction found, before detection (additive; used by tests and bench)."""
+
+    spans: tuple[Any, ...]
+    unscannable: tuple[Unscannable, ...]
+    attachments: tuple[Attachment, ...]
+
+
+def _context(limits: LimitsConfig, deadline: float | None):
+    from mailguard.extract import Context
+
+    if deadline is None:
+        deadline = time.monotonic() + limits.scan_timeout * SOFT_DEADLINE_FRACTION
+    return Context(limits, deadline)
+
+
+def _finish(ctx, timed_out: bool) -> Extraction:
+    unscannable = list(ctx.unscannable)
+    if timed_out:
+        unscannable.append(Unscannable("message", TIME_LIMIT_REASON))
+    return Extraction(tuple(ctx.spans), tuple(unscannable), tuple(ctx.attachments))
+
+
+def extract_message(data: bytes, limits: LimitsConfig, deadline: float | None = None) -> Extraction:
+    """Message bytes -> spans, unscannable items and attachments (no detection)."""
+    from mailguard.extract import TimeUp
+    from mailguard.extract.mail import extract_message as _extract
+
+    ctx = _context(limits, deadline)
+    try:
+        _extract(ctx, data)
+    except TimeUp:
+        return _finish(ctx, True)
+    return _finish(ctx, False)
+
+
+def extract_document(data: bytes, name: str, limits: LimitsConfig,
+                     deadline: float | None = None) -> Extraction:
+    """A bare document (not a message) -> spans under `file:<name>`."""
+    from mailguard.extract import TimeUp, clean_name, extract_blob
+
+    ctx = _context(limits, deadline)
+    try:
+        extract_blob(ctx, data, name, f"file:{clean_name(name)}", 0)
+    except TimeUp:
+        return _finish(ctx, True)
+    return _finish(ctx, False)
+
+
+def _report(extraction: Extraction, keywords: Iterable[str], negative: Iterable[str],
+            key: bytes | None) -> ScanReport:
+    from mailguard import detect
+
+    result = detect.detect(extraction.spans, extra_keywords=keywords, extra_negative=negative,
+                           key=key)
+    return ScanReport(
+        findings=tuple(result.findings),
+        persons=result.persons,
+        unscannable=extraction.unscannable,
+        attachments=extraction.attachments,
+    )
+
+
+def scan_message(data: bytes, limits: LimitsConfig, keywords: Iterable[str] = (),
+                 negative: Iterable[str] = (), key: bytes | None = None) -> ScanReport:
+    """Scan one message. Synchronous, no network; runs in a worker.
+
+    `key` (additive) is the fingerprint HMAC key; None uses detect's per-process key.
+    """
+    return _report(extract_message(data, limits), keywords, negative, key)
+
+
+def is_message(data: bytes) -> bool:
+    """Does a file hold a mail message (rather than a bare document)?"""
+    from mailguard.extract.sniff import libmagic_type, looks_like_message
+
+    mime = libmagic_type(data)
+    return mime.startswith("message/") or (mime.startswith("text/") and looks_like_message(data))
+
+
+def scan_file(path: str | os.PathLike[str], limits: LimitsConfig, keywords: Iterable[str] = (),
+              negative: Iterable[str] = (), key: bytes | None = None) -> ScanReport:
+    """Scan an .eml or a bare document (xlsx, pdf, zip, ...). OSError if unreadable."""
+    p = Path(path)
+    with open(p, "rb") as fh:
+        data = fh.read(limits.max_expanded_bytes + 1)
+    if len(data) > limits.max_expanded_bytes:
+        return ScanReport(unscannable=(Unscannable(f"file:{p.name}", "file larger than the "
+                                                   "expanded size limit"),))
+    if is_message(data):
+        extraction = extract_message(data, limits)
+    else:
+        extraction = extract_document(data, p.name, limits)
+    return _report(extraction, keywords, negative, key)
+
+
+def _worker_scan(data: bytes, limits: LimitsConfig, keywords: tuple[str, ...],
+                 negative: tuple[str, ...], key: bytes | None, started: float) -> ScanReport:
+    # The deadline counts from submission, so time spent queued for a free
+    # worker is part of the message's budget.
+    elapsed = time.time() - started
+    deadline = time.monotonic() + max(0.0, limits.scan_timeout * SOFT_DEADLINE_FRACTION - elapsed)
+    return _report(extract_message(data, limits, deadline), keywords, negative, key)
+
+
+class Scanner:
+    """Scans off the event loop in a process pool, bounded by limits.scan_timeout.
+
+    A scan that runs past the timeout returns a report with an unscannable item
+    ("scan time limit exceeded"); the stuck worker is killed and the pool
+    replaced (other scans in flight on the old pool are resubmitted once). A
+    crashed worker or an unexpected exception raises ScanError.
+    """
+
+    def __init__(self, limits: LimitsConfig, keywords: Iterable[str] = (),
+                 negative: Iterable[str] = (), key: bytes | None = None) -> None:
+        self.limits = limits
+        self.keywords = tuple(keywords)
+        self.negative = tuple(negative)
+        self.key = key
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._generation = 0
+        self._log = get_logger(component="scan")
+
+    def _get_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            ctx = multiprocessing.get_context("forkserver")
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=max(1, self.limits.scan_workers), mp_context=ctx)
+            self._generation += 1
+        return self._pool
+
+    def _replace_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        processes = list(getattr(pool, "_processes", {}).values())
+        for proc in processes:
+            if proc.is_alive():
+                proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        self._log.warning("scan_worker_replaced", workers=len(processes))
+
+    async def scan(self, data: bytes) -> ScanReport:
+        loop = asyncio.get_running_loop()
+        started = time.time()
+        for attempt in (1, 2):
+            pool = self._get_pool()
+            generation = self._generation
+            try:
+                future = loop.run_in_executor(pool, _worker_scan, data, self.limits,
+                                              self.keywords, self.negative, self.key, started)
+            except RuntimeError as exc:  # pool shut down between get and submit
+                if attempt == 1:
+                    continue
+                raise ScanError(f"scanner unavailable: {exc}") from exc
+            remaining = self.limits.scan_timeout - (time.time() - started)
+            try:
+                return await asyncio.wait_for(future, timeout=max(0.1, remaining))
+            except asyncio.TimeoutError:
+                self._log.warning("scan_timed_out", seconds=round(time.time() - started, 1))
+                if generation == self._generation:
+                    self._replace_pool()
+                return ScanReport(unscannable=(Unscannable("message", TIME_LIMIT_REASON),))
+            except BrokenProcessPool as exc:
+                if generation != self._generation and attempt == 1:
+                    continue  # we killed that pool for another message's timeout: retry once
+                if generation == self._generation:
+                    self._replace_pool()
+                raise ScanError("scan worker crashed") from exc
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                raise ScanError(f"scan failed: {type(exc).__name__}") from exc
+        raise ScanError("scan could not be scheduled")
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.close)

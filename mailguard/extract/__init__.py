@@ -1,0 +1,103 @@
+"""Parts and documents -> text spans with locations, no I/O.
+
+One module per format family; this module holds the shared state (`Context`:
+spans found, unscannable items, attachments seen, and the limits budget) and the
+dispatcher that picks a reader by the *real* type of the bytes (libmagic plus
+container sniffing in `extract.sniff`), never by declared type or extension.
+
+SECURITY: every reader handles hostile bytes. A reader signals "cannot read
+this" by raising `Unreadable(reason)`; any other exception from a third-party
+library on corrupt input is caught here and reported as unscannable with the
+exception's type, so a broken file is never silently clean. Limits (expanded
+bytes, expansion ratio, nesting depth, parts/members, scan time) are charged
+through the Context; hitting one makes that item unscannable.
+
+DIAGNOSTICS: none; everything is returned in the Context. Locations and names
+pass through `log.scrub` so a number in a file name is masked where it is shown.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from mailguard.config import LimitsConfig
+from mailguard.detect import Span
+from mailguard.log import scrub
+from mailguard.scan import Attachment, Unscannable
+
+RATIO_GRACE = 1 << 20  # the expansion ratio applies once a member passes 1 MiB
+
+
+class Unreadable(Exception):
+    """This item cannot be read; the reason is shown as unscannable."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TimeUp(Exception):
+    """The per-message scan time ran out (cooperative check)."""
+
+
+@dataclass
+class Context:
+    limits: LimitsConfig
+    deadline: float = float("inf")
+    spans: list[Span] = field(default_factory=list)
+    unscannable: list[Unscannable] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    expanded: int = 0
+    parts: int = 0
+
+    def add_text(self, text: str, location: str, header: str = "", group: str = "") -> None:
+        if text and not text.isspace():
+            self.spans.append(Span(text, location, header, group))
+
+    def add_unscannable(self, location: str, reason: str) -> None:
+        item = Unscannable(location, reason)
+        if item not in self.unscannable:
+            self.unscannable.append(item)
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TimeUp
+
+    def take_part(self, location: str) -> bool:
+        """Count one MIME part or archive member; False (and unscannable) past the limit."""
+        self.parts += 1
+        if self.parts > self.limits.max_parts:
+            self.add_unscannable(location, f"more than {self.limits.max_parts} parts or members")
+            return False
+        return True
+
+    def charge(self, nbytes: int) -> None:
+        """Count decompressed bytes; Unreadable once the message's budget is spent."""
+        self.expanded += nbytes
+        if self.expanded > self.limits.max_expanded_bytes:
+            raise Unreadable(f"expanded size limit ({self.limits.max_expanded_bytes} bytes) exceeded")
+
+    def member_cap(self, compressed: int) -> int:
+        """Most bytes one member may expand to before the ratio limit applies."""
+        return max(RATIO_GRACE, compressed * self.limits.max_ratio)
+
+
+def location_join(parent: str, name: str) -> str:
+    """`attachment:a.zip` + `b.csv` -> `attachment:a.zip/b.csv`, masked and printable."""
+    return f"{parent}/{clean_name(name)}" if parent else clean_name(name)
+
+
+def clean_name(name: str) -> str:
+    """A name fit to show: no control characters, bounded, 12-digit runs masked."""
+    name = "".join(ch if ch.isprintable() else "?" for ch in name)
+    if len(name) > 200:
+        name = name[:100] + "…" + name[-99:]
+    return scrub(name)
+
+
+def extract_blob(ctx: Context, data: bytes, name: str, location: str, depth: int) -> None:
+    """Read one attachment or archive member by its real type."""
+    from mailguard.extract import dispatch
+
+    dispatch.extract_blob(ctx, data, name, location, depth)

@@ -1,0 +1,89 @@
+"""Pick the reader for a blob by its real type and run it under the limits.
+
+SECURITY: the one place where a reader's failure on hostile bytes becomes an
+unscannable item instead of a crash; see the package docstring.
+
+DIAGNOSTICS: none.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from mailguard.extract import Context, TimeUp, Unreadable, clean_name
+from mailguard.extract.sniff import real_type
+from mailguard.scan import Attachment
+
+
+def extract_blob(ctx: Context, data: bytes, name: str, location: str, depth: int) -> None:
+    """Record the blob as an attachment and read it by its real type."""
+    ctx.check_time()
+    if name:
+        ctx.add_text(name, location + "#name")
+    mime, kind = real_type(data)
+    ctx.attachments.append(Attachment(clean_name(name), mime, location, len(data)))
+    if depth > ctx.limits.max_depth:
+        ctx.add_unscannable(location, f"nested deeper than {ctx.limits.max_depth} levels")
+        return
+    try:
+        _read(ctx, data, kind, mime, name, location, depth)
+    except (TimeUp, MemoryError):
+        raise
+    except Unreadable as exc:
+        ctx.add_unscannable(location, exc.reason)
+    except RecursionError:
+        ctx.add_unscannable(location, f"{kind}: structure nested too deeply to read")
+    except (Exception, zlib.error) as exc:  # a library choking on corrupt input
+        ctx.add_unscannable(location, f"corrupt or unreadable {kind} ({type(exc).__name__})")
+
+
+def _read(ctx: Context, data: bytes, kind: str, mime: str, name: str, location: str,
+          depth: int) -> None:
+    if kind == "empty":
+        return
+    if kind in ("text", "html", "rtf"):
+        from mailguard.extract import text
+
+        text.extract_text_blob(ctx, data, kind, mime, name, location)
+    elif kind == "xlsx":
+        from mailguard.extract import ooxml
+
+        ooxml.extract_xlsx(ctx, data, location, depth)
+    elif kind in ("docx", "pptx", "ooxml"):
+        from mailguard.extract import ooxml
+
+        ooxml.extract_wordprocessing(ctx, data, kind, location, depth)
+    elif kind == "xlsb":
+        raise Unreadable("Excel binary workbook (.xlsb) is not supported")
+    elif kind == "odf":
+        from mailguard.extract import odf
+
+        odf.extract_odf(ctx, data, location, depth)
+    elif kind == "pdf":
+        from mailguard.extract import pdf
+
+        pdf.extract_pdf(ctx, data, location, depth)
+    elif kind == "ole":
+        from mailguard.extract import legacy
+
+        legacy.extract_ole(ctx, data, location, depth)
+    elif kind in ("zip", "gzip", "bzip2", "xz", "tar"):
+        from mailguard.extract import archive
+
+        archive.extract_archive(ctx, data, kind, name, location, depth)
+    elif kind.startswith("archive:"):
+        raise Unreadable(f"archive format not supported ({kind.split(':', 1)[1]})")
+    elif kind == "message":
+        from mailguard.extract import mail
+
+        mail.extract_attached_message(ctx, data, location, depth)
+    elif kind == "tnef":
+        from mailguard.extract import mail
+
+        mail.extract_tnef(ctx, data, location, depth)
+    elif kind == "image":
+        raise Unreadable(f"image ({mime}); text in images is not read (no OCR)")
+    elif kind == "media":
+        raise Unreadable(f"audio/video ({mime}) is not read")
+    else:
+        raise Unreadable(f"unrecognised binary format ({mime})")

@@ -1,0 +1,245 @@
+"""Plain text, CSV, HTML and RTF -> spans.
+
+SECURITY: untrusted text in any charset. HTML goes through the stdlib's
+tolerant, non-recursive HTMLParser (a 500 KB tag soup cannot blow the stack);
+scripts and styles are skipped, alt/title/value attributes are kept because a
+recipient can see them. RTF is reduced to its text with a small linear scanner
+(hex escapes decoded with the document's ANSI code page, \\uN escapes honoured).
+CSV cells become one span each with their column header and a shared group, so
+the detector's header and list rules apply.
+
+DIAGNOSTICS: none.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from html.parser import HTMLParser
+
+from mailguard.extract import Context
+from mailguard.extract.charsets import decode_text, guess_decode, normalise_label
+
+MAX_CSV_CELLS = 2_000_000
+
+
+def column_letter(index: int) -> str:
+    """0 -> A, 25 -> Z, 26 -> AA."""
+    out = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        out = chr(65 + rem) + out
+    return out
+
+
+def add_table(ctx: Context, rows, location: str, sep: str = "!") -> None:
+    """Cells -> spans; the first non-empty row is the header of its columns."""
+    header: list[str] | None = None
+    cells = 0
+    for r, row in enumerate(rows, 1):
+        if r % 1000 == 0:
+            ctx.check_time()
+        if header is None:
+            if any(c.strip() for c in row):
+                header = [c.strip() for c in row]
+                for c, value in enumerate(row):
+                    ctx.add_text(value, f"{location}{sep}{column_letter(c)}{r}", "", location)
+            continue
+        for c, value in enumerate(row):
+            if not value or value.isspace():
+                continue
+            cells += 1
+            if cells > MAX_CSV_CELLS:
+                ctx.add_unscannable(location, f"more than {MAX_CSV_CELLS} cells")
+                return
+            col_header = header[c] if c < len(header) else ""
+            ctx.add_text(value, f"{location}{sep}{column_letter(c)}{r}", col_header, location)
+
+
+def looks_like_csv(text: str, name: str, mime: str) -> bool:
+    lname = name.lower()
+    if lname.endswith((".csv", ".tsv")) or mime in ("text/csv", "application/csv"):
+        return True
+    lines = [ln for ln in text[:20000].splitlines() if ln.strip()][:20]
+    if len(lines) < 3:
+        return False
+    for delim in (",", "\t"):
+        counts = {ln.count(delim) for ln in lines}
+        if len(counts) == 1 and counts.pop() >= 1:
+            return True
+    return False
+
+
+def extract_csv(ctx: Context, text: str, location: str) -> None:
+    sample = text[:4096]
+    delim = "\t" if sample.count("\t") > sample.count(",") else ","
+    reader = csv.reader(io.StringIO(text), delimiter=delim)
+    try:
+        add_table(ctx, reader, location)
+    except csv.Error:
+        ctx.add_text(text, location)
+
+
+def extract_text_blob(ctx: Context, data: bytes, kind: str, mime: str, name: str,
+                      location: str, charset: str = "") -> None:
+    """A text-like attachment (or body) of real type text/html/rtf."""
+    if kind == "html":
+        ctx.add_text(html_to_text(decode_html(data, charset)), location)
+    elif kind == "rtf":
+        ctx.add_text(rtf_to_text(data), location)
+    else:
+        text = decode_text(data, charset) if charset else guess_decode(data)
+        if looks_like_csv(text, name, mime):
+            extract_csv(ctx, text, location)
+        else:
+            ctx.add_text(text, location)
+
+
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.I)
+
+
+def decode_html(data: bytes, declared: str = "") -> str:
+    if normalise_label(declared):
+        return decode_text(data, declared)
+    m = _META_CHARSET.search(data[:8192])
+    return decode_text(data, m.group(1).decode("ascii")) if m else guess_decode(data)
+
+
+_BLOCK = frozenset(
+    "p div br li ul ol tr table h1 h2 h3 h4 h5 h6 pre blockquote section article header footer "
+    "dt dd dl hr title caption form fieldset address center option".split())
+_CELL = frozenset(("td", "th"))
+_SKIP = frozenset(("script", "style", "template", "noscript"))
+_ATTRS = ("alt", "title", "value", "placeholder", "aria-label")
+
+
+class _TextParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag in _SKIP:
+            self.skip += 1
+            return
+        if tag in _BLOCK:
+            self.out.append("\n")
+        elif tag in _CELL:
+            self.out.append("\t")
+        for key, value in attrs:
+            if key in _ATTRS and value and value.strip():
+                self.out.append(f" {value} ")
+
+    def handle_startendtag(self, tag: str, attrs) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag in _SKIP:
+            self.skip -= 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP:
+            self.skip = max(0, self.skip - 1)
+        elif tag in _BLOCK:
+            self.out.append("\n")
+        elif tag in _CELL:
+            self.out.append("\t")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.out.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """HTML -> text, with block and cell boundaries kept as separators."""
+    parser = _TextParser()
+    parser.feed(html)
+    parser.close()
+    text = "".join(parser.out)
+    return re.sub(r"\n\s*\n+", "\n", text)
+
+
+_RTF_TOKEN = re.compile(rb"\\([a-zA-Z]+)(-?\d+)? ?|\\'([0-9a-fA-F]{2})|\\(.)|([{}])|([^\\{}\r\n]+)|[\r\n]+",
+                        re.S)
+_RTF_SKIP_DEST = frozenset((b"fonttbl", b"colortbl", b"stylesheet", b"info", b"pict", b"object",
+                            b"themedata", b"colorschememapping", b"datastore", b"latentstyles",
+                            b"listtable", b"listoverridetable", b"rsidtbl", b"generator",
+                            b"xmlnstbl", b"mmathPr", b"header", b"footer")) - {b"header", b"footer"}
+
+
+def rtf_to_text(data: bytes) -> str:
+    """RTF -> text. Linear, no recursion; unknown control words are dropped."""
+    m = re.search(rb"\\ansicpg(\d+)", data[:4096])
+    codepage = f"cp{m.group(1).decode()}" if m else "cp1252"
+    try:
+        "".encode(codepage)
+    except LookupError:
+        codepage = "cp932"
+    out: list[str] = []
+    pending = bytearray()
+    stack: list[tuple[bool, int]] = []
+    skipping, uc, skip_chars = False, 1, 0
+    star = False
+
+    def flush() -> None:
+        if pending:
+            out.append(bytes(pending).decode(codepage, "replace"))
+            pending.clear()
+
+    for tok in _RTF_TOKEN.finditer(data):
+        word, arg, hexb, sym, brace, plain = tok.groups()
+        if brace == b"{":
+            stack.append((skipping, uc))
+            star = False
+            continue
+        if brace == b"}":
+            flush()
+            skipping, uc = stack.pop() if stack else (False, 1)
+            continue
+        if skip_chars and (hexb or plain):
+            if plain:
+                drop = min(skip_chars, len(plain))
+                skip_chars -= drop
+                plain = plain[drop:]
+                if not plain:
+                    continue
+            else:
+                skip_chars -= 1
+                continue
+        if word is not None:
+            if word in _RTF_SKIP_DEST or star:
+                skipping = True
+                star = False
+                continue
+            if skipping:
+                continue
+            if word == b"u" and arg:
+                flush()
+                out.append(chr(int(arg) % 65536))
+                skip_chars = uc
+            elif word == b"uc" and arg:
+                uc = int(arg)
+            elif word in (b"par", b"line", b"row", b"sect", b"page"):
+                flush()
+                out.append("\n")
+            elif word in (b"tab", b"cell"):
+                flush()
+                out.append("\t")
+            continue
+        if sym is not None:
+            if sym == b"*":
+                star = True
+            elif not skipping and sym in (b"\\", b"{", b"}"):
+                pending += sym
+            elif not skipping and sym == b"~":
+                pending += b" "
+            continue
+        if skipping:
+            continue
+        if hexb is not None:
+            pending.append(int(hexb, 16))
+        elif plain:
+            pending += plain
+    flush()
+    return "".join(out)

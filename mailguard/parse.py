@@ -1,0 +1,264 @@
+"""Message bytes -> MIME parts, no I/O.
+
+SECURITY: parses untrusted mail. The stdlib parser runs with policy compat32:
+policy.default raises on access to some malformed headers (and its address
+parser is slow on giant folded To: headers), while compat32 never raises on
+access and keeps raw 8-bit as surrogates, which we decode ourselves (see
+extract.charsets). No part is ever dropped: a part whose structure or transfer
+encoding is broken is still returned with what could be decoded, and problems
+are listed for the caller to report as unscannable. Nesting and the number of
+parts are bounded; a message the parser cannot walk at all comes back as one
+raw text part plus a problem.
+
+DIAGNOSTICS: none; problems are returned, not logged.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email
+import email.message
+import email.policy
+import email.utils
+import quopri
+import re
+from dataclasses import dataclass, field
+
+from mailguard.extract.charsets import decode_header_value, decode_text, guess_decode
+
+# Headers a recipient reads (display names included); each becomes a span.
+DISPLAY_HEADERS = (
+    "Subject", "From", "To", "Cc", "Reply-To", "Sender", "Comments", "Keywords",
+    "Organization", "Content-Description", "Thread-Topic",
+)
+MAX_NESTING = 50  # multipart inside multipart; deeper is hostile
+
+
+@dataclass
+class Part:
+    """One leaf of the MIME tree (multiparts are flattened away)."""
+
+    index: str  # "1", "2.1", ...
+    content_type: str  # declared, lower case
+    charset: str  # declared charset label or ""
+    filename: str  # decoded (RFC 2047/2231), "" when none
+    disposition: str  # "attachment", "inline" or ""
+    payload: bytes = b""  # transfer-decoded body
+    message: "Message | None" = None  # message/rfc822: the enclosed message
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def is_attachment(self) -> bool:
+        if self.message is not None:
+            return True
+        if self.disposition == "attachment" or self.filename:
+            return True
+        return not self.content_type.startswith("text/")
+
+
+@dataclass
+class Message:
+    headers: list[tuple[str, str]]  # (name, decoded value) for DISPLAY_HEADERS
+    parts: list[Part]
+    problems: list[str] = field(default_factory=list)
+
+    def header(self, name: str) -> str:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return ""
+
+
+class _Budget:
+    def __init__(self, max_parts: int) -> None:
+        self.left = max_parts
+        self.exhausted = False
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            self.exhausted = True
+            return False
+        self.left -= 1
+        return True
+
+
+def parse_message(data: bytes, max_parts: int = 5000, max_depth: int = 5) -> Message:
+    """Parse message bytes into display headers and leaf parts."""
+    budget = _Budget(max_parts)
+    return _parse(data, budget, max_depth, "")
+
+
+def _parse(data: bytes, budget: _Budget, depth: int, prefix: str) -> Message:
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM before the headers
+        data = data[3:]
+    try:
+        msg = email.message_from_bytes(data, policy=email.policy.compat32)
+        return _from_email(msg, budget, depth, prefix)
+    except RecursionError:
+        pass
+    # The parser could not build or walk the tree: keep the text, say so.
+    part = Part(prefix + "1", "text/plain", "", "", "", payload=data)
+    return Message([], [part], ["message structure could not be parsed"])
+
+
+def _from_email(msg: email.message.Message, budget: _Budget, depth: int, prefix: str) -> Message:
+    headers = [(name, decode_header_value(str(msg.get(name, "")))) for name in DISPLAY_HEADERS
+               if msg.get(name) is not None]
+    problems: list[str] = []
+    parts: list[Part] = []
+    # Iterative walk: a hostile nesting must not blow the Python stack.
+    stack: list[tuple[email.message.Message, str, int]] = [(msg, "1", 0)]
+    while stack:
+        node, index, level = stack.pop()
+        if level > MAX_NESTING:
+            problems.append(f"MIME nesting deeper than {MAX_NESTING} (part {prefix}{index})")
+            continue
+        if not budget.take():
+            if "too many MIME parts" not in problems:
+                problems.append("too many MIME parts")
+            break
+        ctype = _content_type(node)
+        payload = node.get_payload()
+        if node.is_multipart() and isinstance(payload, list):
+            if ctype.startswith("message/"):
+                parts.append(_nested(node, payload, prefix + index, budget, depth))
+                continue
+            children = [(child, f"{index}.{i}", level + 1) for i, child in enumerate(payload, 1)
+                        if isinstance(child, email.message.Message)]
+            stack.extend(reversed(children))
+            continue
+        parts.extend(_leaf(node, prefix + index, ctype))
+    if budget.exhausted and "too many MIME parts" not in problems:
+        problems.append("too many MIME parts")
+    return Message(headers, parts, problems)
+
+
+def _nested(node: email.message.Message, payload: list, index: str, budget: _Budget,
+            depth: int) -> Part:
+    part = Part(index, _content_type(node), "", _filename(node), _disposition(node))
+    if depth <= 0:
+        part.problems.append("attached messages nested too deep")
+        return part
+    inner = payload[0] if payload else None
+    if isinstance(inner, email.message.Message):
+        try:
+            part.message = _from_email(inner, budget, depth - 1, index + ".")
+        except RecursionError:
+            part.problems.append("attached message structure could not be parsed")
+    return part
+
+
+def _content_type(node: email.message.Message) -> str:
+    try:
+        return node.get_content_type().lower()
+    except Exception:  # compat32 rarely raises; a hostile header must not stop the walk
+        return "application/octet-stream"
+
+
+def _disposition(node: email.message.Message) -> str:
+    raw = str(node.get("content-disposition", "") or "")
+    return raw.split(";", 1)[0].strip().lower()
+
+
+def _param(node: email.message.Message, name: str, header: str) -> str:
+    try:
+        value = node.get_param(name, header=header)
+    except Exception:
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded text)
+        charset, _lang, text = value
+        raw = text.encode("latin-1", "surrogateescape") if isinstance(text, str) else text
+        return decode_text(raw, charset or None)
+    return decode_header_value(email.utils.unquote(str(value)))
+
+
+def _filename(node: email.message.Message) -> str:
+    name = _param(node, "filename", "content-disposition") or _param(node, "name", "content-type")
+    return name.replace("\x00", "").strip()
+
+
+def _charset(node: email.message.Message) -> str:
+    try:
+        cs = node.get_param("charset")
+    except Exception:
+        return ""
+    if isinstance(cs, tuple):
+        cs = cs[2]
+    return str(cs or "").strip().strip("\"'")
+
+
+def _leaf(node: email.message.Message, index: str, ctype: str) -> list[Part]:
+    part = Part(index, ctype, _charset(node), _filename(node), _disposition(node))
+    raw = node.get_payload()
+    if isinstance(raw, list):  # a message/* we did not recognise as multipart
+        raw = ""
+    raw_bytes = raw.encode("ascii", "surrogateescape") if isinstance(raw, str) else bytes(raw or b"")
+    cte = str(node.get("content-transfer-encoding", "") or "").split(";", 1)[0].strip().lower()
+    part.payload, problem = decode_transfer(raw_bytes, cte)
+    if problem:
+        part.problems.append(problem)
+    out = [part]
+    if ctype.startswith("text/") and not part.filename:
+        out.extend(_uuencoded_parts(part))
+    return out
+
+
+def decode_transfer(raw: bytes, cte: str) -> tuple[bytes, str]:
+    """Undo a Content-Transfer-Encoding leniently; (bytes, problem or "")."""
+    if cte == "base64":
+        cleaned = re.sub(rb"[^A-Za-z0-9+/]", b"", raw)
+        cleaned = cleaned[: len(cleaned) - len(cleaned) % 4] if len(cleaned) % 4 == 1 else cleaned
+        cleaned += b"=" * (-len(cleaned) % 4)
+        try:
+            return binascii.a2b_base64(cleaned), ""
+        except (binascii.Error, ValueError):
+            return raw, "base64 body could not be decoded"
+    if cte == "quoted-printable":
+        return quopri.decodestring(raw), ""
+    if cte in ("x-uuencode", "uuencode", "x-uue", "uue"):
+        files = uudecode_blocks(raw)
+        if files:
+            return files[0][1], ""
+        return raw, ""
+    return raw, ""
+
+
+_UU_BEGIN = re.compile(rb"^begin [0-7]{3,4} (.*)$", re.M)
+
+
+def uudecode_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """Every `begin NNN name ... end` block -> (raw name, bytes)."""
+    out = []
+    for m in _UU_BEGIN.finditer(data):
+        body = bytearray()
+        for line in data[m.end():].splitlines()[1:]:
+            s = line.strip(b"\r")
+            if s == b"end":
+                break
+            if not s or s == b"`":
+                continue
+            try:
+                body += binascii.a2b_uu(s)
+            except binascii.Error:
+                # Some encoders pad short lines wrongly; decode what the length byte says.
+                try:
+                    n = (s[0] - 32) & 63
+                    body += binascii.a2b_uu(s[: 1 + (n + 2) // 3 * 4])
+                except (binascii.Error, IndexError):
+                    break
+        out.append((m.group(1).strip(), bytes(body)))
+    return out
+
+
+def _uuencoded_parts(part: Part) -> list[Part]:
+    """uuencoded files pasted into a text body become parts of their own."""
+    if b"begin " not in part.payload:
+        return []
+    out = []
+    for n, (name, blob) in enumerate(uudecode_blocks(part.payload), 1):
+        decoded = decode_header_value(guess_decode(name))
+        out.append(Part(f"{part.index}.uu{n}", "application/octet-stream", "", decoded or f"uu{n}",
+                        "attachment", payload=blob))
+    return out
