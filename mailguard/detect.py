@@ -196,23 +196,38 @@ _PROCESS_KEY = secrets.token_bytes(32)
 # ------------------------------------------------------------- normalisation
 
 
-def normalise(text: str) -> tuple[str, list[int]]:
-    """NFKC plus hyphen-likes -> '-', and for each output character its offset
-    in `text` (one extra entry: len(text)), so matches map back to the original.
+def normalise(text: str) -> tuple[str, list[int], list[int]]:
+    """NFKC plus hyphen-likes -> '-', with an offset map back to `text`:
+    output character k came from text[starts[k]:ends[k]].
 
-    Character by character: digits and separators are NFKC starters, so this
-    equals whole-string NFKC wherever a candidate can be.
+    A character is normalised together with the combining marks after it (so
+    ﾊﾞ becomes バ, as whole-string NFKC does); digits and separators are NFKC
+    starters that never compose, so candidates come out exactly as whole-string
+    NFKC would give them.
     """
+    n = len(text)
     if text.isascii():
-        return text, list(range(len(text) + 1))
+        return text, list(range(n)), list(range(1, n + 1))
     out: list[str] = []
-    offsets: list[int] = []
-    for i, c in enumerate(text):
-        n = c if c < "\x80" else unicodedata.normalize("NFKC", c).translate(_HYPHEN_MAP)
-        out.append(n)
-        offsets.extend([i] * len(n))
-    offsets.append(len(text))
-    return "".join(out), offsets
+    starts: list[int] = []
+    ends: list[int] = []
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and (unicodedata.combining(text[j]) or text[j] in "\uff9e\uff9f"):
+            j += 1
+        cluster = text[i:j]
+        norm = cluster if cluster.isascii() else unicodedata.normalize("NFKC", cluster).translate(_HYPHEN_MAP)
+        if norm == cluster:  # unchanged: keep per-character offsets
+            out.append(cluster)
+            starts.extend(range(i, j))
+            ends.extend(range(i + 1, j + 1))
+        else:
+            out.append(norm)
+            starts.extend([i] * len(norm))
+            ends.extend([j] * len(norm))
+        i = j
+    return "".join(out), starts, ends
 
 
 # ------------------------------------------------------------------ keywords
@@ -355,12 +370,12 @@ def _candidates(text: str) -> list[_Candidate]:
         if piece.isascii():
             found.extend(_match(piece, None, lo))
         else:
-            norm, offsets = normalise(piece)
-            found.extend(_match(norm, offsets, lo))
+            norm, starts, ends = normalise(piece)
+            found.extend(_match(norm, (starts, ends), lo))
     return found
 
 
-def _match(norm: str, offsets: list[int] | None, base: int) -> list[_Candidate]:
+def _match(norm: str, offsets: tuple[list[int], list[int]] | None, base: int) -> list[_Candidate]:
     out = []
     for m in _CANDIDATE.finditer(norm):
         flat = m.group("flat")
@@ -380,7 +395,7 @@ def _match(norm: str, offsets: list[int] | None, base: int) -> list[_Candidate]:
             continue  # 000000000000 passes the check digit; it is a placeholder
         s, e = m.start(), m.end()
         if offsets is not None:
-            s, e = offsets[s], offsets[e - 1] + 1
+            s, e = offsets[0][s], offsets[1][e - 1]
         out.append(_Candidate(number, base + s, base + e, grouped, _valid(number)))
     return out
 
@@ -421,28 +436,24 @@ def _context_hits(text: str, cands: list[_Candidate], words: _Words) -> list[_Hi
     return hits
 
 
-def _nearest(hits: list[_Hit], starts: list[int], c: _Candidate, negative: bool, before_only: bool):
-    """(gap, hit) of the nearest keyword (or negative word) to candidate c."""
+def _nearest(hits: list[_Hit], starts: list[int], c: _Candidate, reach: int, longest: int,
+             before_only: bool) -> tuple[int, _Hit] | None:
+    """(gap, hit) of the nearest hit within `reach` characters of candidate c."""
     best: tuple[int, _Hit] | None = None
     i = bisect_left(starts, c.end)
     j = i - 1
-    # Before: walk back while a hit could still be in range (hits are sorted by start).
-    while j >= 0 and starts[j] >= c.start - KEYWORD_RANGE - 64:
+    # Before: hits are sorted by start, so walk back until no hit starting
+    # earlier could end within reach (no word is longer than `longest`).
+    while j >= 0 and starts[j] >= c.start - reach - longest:
         h = hits[j]
-        if h.negative == negative and h.end <= c.start:
-            gap = c.start - h.end
-            if best is None or gap < best[0]:
-                best = (gap, h)
+        if h.end <= c.start and c.start - h.end <= reach:
+            if best is None or c.start - h.end < best[0]:
+                best = (c.start - h.end, h)
         j -= 1
-    if not before_only:
-        while i < len(hits) and hits[i].start - c.end <= KEYWORD_RANGE:
-            h = hits[i]
-            if h.negative == negative:
-                gap = h.start - c.end
-                if best is None or gap < best[0]:
-                    best = (gap, h)
-                break
-            i += 1
+    if not before_only and i < len(hits) and hits[i].start - c.end <= reach:
+        gap = hits[i].start - c.end
+        if best is None or gap < best[0]:
+            best = (gap, hits[i])
     return best
 
 
@@ -496,14 +507,12 @@ def detect(
         total, n_valid = totals[group]
         listed = total >= LIST_MIN and n_valid >= LIST_RATIO * total
         header = _header_kind(span.header, words)
-        hits = _context_hits(span.text, valid, words)
-        kw = [h for h in hits if not h.negative]
-        neg = [h for h in hits if h.negative]
-        kw_starts = [h.start for h in kw]
-        neg_starts = [h.start for h in neg]
+        ctx = _Context(span.text, words, _context_hits(span.text, valid, words) if header is None else [])
         for c in valid:
-            confidence, reason = _confidence(c, header, kw, kw_starts, neg, neg_starts,
-                                             listed, n_valid, total)
+            if header is not None:
+                confidence, reason = _header_confidence(header)
+            else:
+                confidence, reason = _confidence(c, ctx, listed, n_valid, total)
             fp = fps.get(c.number)
             if fp is None:
                 fp = fps[c.number] = fingerprint(c.number, key)
@@ -514,22 +523,60 @@ def detect(
     return Detection(tuple(findings), len(persons), frozenset(persons.values()))
 
 
-def _confidence(c, header, kw, kw_starts, neg, neg_starts, listed, n_valid, total):
-    if header is not None:
-        if header.negative:
-            return LOW, f"column header names another number ({header.word})"
-        return HIGH, f"column header ({header.word})"
-    near_kw = _nearest(kw, kw_starts, c, False, False) if kw else None
-    near_neg = _nearest(neg, neg_starts, c, True, True) if neg else None
-    if near_neg is not None and near_neg[0] <= NEGATIVE_RANGE and (
-        near_kw is None or near_neg[0] < near_kw[0]
-    ):
+class _Context:
+    """Keyword and negative hits of one span, split and indexed for bisect."""
+
+    def __init__(self, text: str, words: _Words, hits: list[_Hit]) -> None:
+        self.text, self.longest = text, words.longest
+        self.kw = [h for h in hits if not h.negative]
+        self.neg = [h for h in hits if h.negative]
+        self.kw_starts = [h.start for h in self.kw]
+        self.neg_starts = [h.start for h in self.neg]
+
+
+def _header_confidence(header: _Hit) -> tuple[str, str]:
+    # The column header is the most specific context there is, so it decides alone.
+    if header.negative:
+        return LOW, f"column header names another number ({header.word})"
+    return HIGH, f"column header ({header.word})"
+
+
+def _confidence(c: _Candidate, ctx: _Context, listed: bool, n_valid: int, total: int) -> tuple[str, str]:
+    near_kw = _nearest(ctx.kw, ctx.kw_starts, c, KEYWORD_RANGE, ctx.longest, False) if ctx.kw else None
+    near_neg = _nearest(ctx.neg, ctx.neg_starts, c, NEGATIVE_RANGE, ctx.longest, True) if ctx.neg else None
+    if near_neg is not None and _has_digit(ctx.text, near_neg[1].end, c.start):
+        near_neg = None  # "TEL 03-1234 ..." names the phone number in between, not this one
+    if near_neg is not None and (near_kw is None or near_neg[0] < near_kw[0]):
         return LOW, f"next to a word for another number ({near_neg[1].word})"
-    if near_kw is not None and near_kw[0] <= KEYWORD_RANGE:
+    if listed:
+        # Before the keyword rule: a list is evidence about every row, and it
+        # is the only rule a date-shaped value in a real list should obey.
+        return HIGH, f"list rule: {n_valid} of {total} 12-digit numbers pass the check digit"
+    if not c.grouped and _looks_like_datetime(c.number):
+        return LOW, "looks like a date-time (YYYYMMDDhhmm), no list or column header"
+    if near_kw is not None:
         side = "before" if near_kw[1].end <= c.start else "after"
         return HIGH, f"keyword {near_kw[1].word} {near_kw[0]} characters {side}"
-    if listed:
-        return HIGH, f"list rule: {n_valid} of {total} 12-digit numbers pass the check digit"
     if c.grouped:
         return MEDIUM, "grouped 4-4-4, no keyword"
     return LOW, "12 digits, no keyword"
+
+
+_ANY_DIGIT = re.compile(r"\d")
+
+
+def _has_digit(text: str, start: int, end: int) -> bool:
+    return _ANY_DIGIT.search(text, start, end) is not None
+
+
+def _looks_like_datetime(n: str) -> bool:
+    """YYYYMMDDhhmm with a plausible year. About 1 in 10,000 random numbers has
+    this shape, so a real My Number is rarely lost, while log lines and file
+    names next to the word マイナンバー (system notices) are common."""
+    return (
+        "1900" <= n[:4] <= "2099"
+        and "01" <= n[4:6] <= "12"
+        and "01" <= n[6:8] <= "31"
+        and n[8:10] <= "23"
+        and n[10:12] <= "59"
+    )
