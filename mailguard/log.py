@@ -60,4 +60,6 @@ def configure_logging(level: str = "info", stream: Any = None) -> None:
 
 
 def get_logger(**bind: Any) -> Any:
-    return structlog.get_logger("mailguard").bind(**bind)
+    # A lazy proxy: a module-level logger made at import time still follows a later
+    # configure_logging() (``.bind()`` here would freeze the default console config).
+    return structlog.get_logger("mailguard", **bind)
