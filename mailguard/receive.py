@@ -210,7 +210,9 @@ class RelaySMTP(SMTP):
             try:
                 await asyncio.wait_for(pool.probe(), min(PROBE_TIMEOUT, pool.cfg.timeout))
             except (ForwardError, asyncio.TimeoutError):
-                pass
+                pass  # not offered this time; MAIL will tempfail if it is still down
+            except Exception as exc:  # a probe must not break EHLO; MAIL reports it
+                log.error("internal_error", stage="probe", error=type(exc).__name__)
         self.enable_SMTPUTF8 = pool.smtputf8
         await super().smtp_EHLO(hostname)
 

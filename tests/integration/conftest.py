@@ -63,6 +63,7 @@ class Sink:
     drop_at: str | None = None
     smtputf8: bool = True
     connections: int = 0
+    protocols: list[Any] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)  # "MAIL", "RCPT", "DATA", "RSET"
     server: Any = None
 
@@ -128,6 +129,7 @@ class _SinkSMTP(SMTP):
     def connection_made(self, transport):
         if self.transport is None:
             self._sink.connections += 1
+            self._sink.protocols.append(self)
         super().connection_made(transport)
 
 
