@@ -191,7 +191,9 @@ def _charset(node: email.message.Message) -> str:
 
 def _leaf(node: email.message.Message, index: str, ctype: str) -> list[Part]:
     part = Part(index, ctype, _charset(node), _filename(node), _disposition(node))
-    raw = node.get_payload()
+    # The raw payload: compat32's get_payload() would already decode 8-bit text
+    # with the declared charset (lossily); we want the bytes.
+    raw = node._payload  # noqa: SLF001 - stdlib attribute, stable since Python 3.2
     if isinstance(raw, list):  # a message/* we did not recognise as multipart
         raw = ""
     raw_bytes = raw.encode("ascii", "surrogateescape") if isinstance(raw, str) else bytes(raw or b"")

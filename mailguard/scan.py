@@ -149,7 +149,8 @@ def is_message(data: bytes) -> bool:
     from mailguard.extract.sniff import libmagic_type, looks_like_message
 
     mime = libmagic_type(data)
-    return mime.startswith("message/") or (mime.startswith("text/") and looks_like_message(data))
+    return mime.startswith("message/") or (
+        (mime.startswith("text/") or mime == "application/octet-stream") and looks_like_message(data))
 
 
 def scan_file(path: str | os.PathLike[str], limits: LimitsConfig, keywords: Iterable[str] = (),

@@ -1,17 +1,64 @@
-"""`mailguard scan`: placeholder until its issue lands (the parser exists so the CLI loads)."""
+"""`mailguard scan FILE... [--json]`: scan .eml files or bare documents.
+
+Per file, one JSON object per line (`path`, `persons`, `findings` with
+`masked`/`confidence`/`location`, `unscannable` with `location`/`reason`), or a
+readable table. Exit 0 when every file was scanned (whatever was found), 1 if
+a file could not be read, 2 on usage errors (argparse).
+
+SECURITY: output shows masked numbers only; locations come from extraction,
+where names are already scrubbed of 12-digit runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
-from mailguard.cli import add_config_option
+from mailguard.cli import EXIT_FAILED, EXIT_OK, add_config_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("scan", help="(not built yet)")
+    p = sub.add_parser("scan", help="scan messages or documents for My Numbers")
+    p.add_argument("files", nargs="+", metavar="FILE", help=".eml file or document")
+    p.add_argument("--json", action="store_true", help="one JSON object per file per line")
     add_config_option(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, config: object) -> int:
-    raise SystemExit("mailguard scan: not built yet")
+def report_dict(path: str, report) -> dict:
+    return {
+        "path": path,
+        "persons": report.persons,
+        "findings": [{"masked": f.masked, "confidence": f.confidence, "location": f.location}
+                     for f in report.findings],
+        "unscannable": [{"location": u.location, "reason": u.reason} for u in report.unscannable],
+    }
+
+
+def _print_table(out: dict) -> None:
+    print(f"{out['path']}: {out['persons']} person(s), {len(out['findings'])} finding(s), "
+          f"{len(out['unscannable'])} unscannable")
+    for f in out["findings"]:
+        print(f"  {f['masked']}  {f['confidence']:<6}  {f['location']}")
+    for u in out["unscannable"]:
+        print(f"  UNSCANNABLE  {u['location']}: {u['reason']}")
+
+
+def run(args: argparse.Namespace, config) -> int:
+    from mailguard.scan import scan_file
+
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            report = scan_file(path, config.limits)
+        except OSError as exc:
+            print(f"mailguard scan: {path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+            status = EXIT_FAILED
+            continue
+        out = report_dict(path, report)
+        if args.json:
+            print(json.dumps(out, ensure_ascii=False), flush=True)
+        else:
+            _print_table(out)
+    return status

@@ -161,7 +161,7 @@ def _central_directory_encrypted(data: bytes) -> bool:
     if pos < 0 or pos + 8 > len(data):
         return False
     flags = struct.unpack_from("<H", data, pos + 6)[0]
-    return bool(flags & 0x2000) or bool(flags & 0x40 and b"PK\x01\x02" not in data)
+    return bool(flags & 0x2000) and bool(flags & 0x1)
 
 
 def open_zip(data: bytes) -> zipfile.ZipFile:
@@ -183,13 +183,35 @@ def read_zip_member(ctx: Context, zf: zipfile.ZipFile, info: zipfile.ZipInfo) ->
         raise Unreadable(reason)
     cap = ctx.member_cap(info.compress_size)
     try:
-        with zf.open(info) as stream:
-            return _bounded_read(ctx, stream, cap)
+        try:
+            with zf.open(info) as stream:
+                return _bounded_read(ctx, stream, cap)
+        except zipfile.BadZipFile as exc:
+            if "differ" not in str(exc):
+                raise
+            # Central and local names disagree (an Info-ZIP Unicode path extra
+            # field, or a tool that wrote one name twice differently): the local
+            # header's name is only a label to us, so read the entry anyway.
+            with zf.open(_with_local_name(zf, info)) as stream:
+                return _bounded_read(ctx, stream, cap)
     except NotImplementedError:
         raise Unreadable(f"zip compression method {info.compress_type} not supported") from None
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, lzma.LZMAError, ValueError,
             struct.error) as exc:
         raise Unreadable(f"corrupt zip entry ({exc})") from None
+
+
+def _with_local_name(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> zipfile.ZipInfo:
+    import copy
+
+    fp = zf.fp
+    fp.seek(info.header_offset + 26)
+    name_len = struct.unpack("<H", fp.read(2))[0]
+    fp.seek(info.header_offset + 30)
+    local = fp.read(name_len)
+    clone = copy.copy(info)
+    clone.orig_filename = local.decode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
+    return clone
 
 
 def extract_zip(ctx: Context, data: bytes, location: str, depth: int) -> None:

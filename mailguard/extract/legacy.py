@@ -49,8 +49,43 @@ def extract_ole(ctx: Context, data: bytes, location: str, depth: int) -> None:
             raise Unreadable("legacy PowerPoint presentation (.ppt): text extraction not supported")
         elif any(s.startswith("__substg1.0_") for s in top):
             _extract_msg(ctx, ole, streams, location, depth)
+        elif top & {"\x01Ole10Native", "Package", "CONTENTS"}:
+            _extract_embedded(ctx, ole, top, location, depth)
         else:
             raise Unreadable("unrecognised OLE2 document")
+
+
+def _extract_embedded(ctx: Context, ole, top: set[str], location: str, depth: int) -> None:
+    """An OLE object wrapping a file (oleObject*.bin in Office packages)."""
+    if "Package" in top:  # an embedded Office document, stored whole
+        name, blob = "Package", ole.openstream("Package").read()
+    elif "CONTENTS" in top:  # e.g. an embedded PDF
+        name, blob = "CONTENTS", ole.openstream("CONTENTS").read()
+    else:
+        name, blob = _ole10native(ole.openstream("\x01Ole10Native").read())
+    ctx.charge(len(blob))
+    extract_blob(ctx, blob, name, location_join(location, name), depth + 1)
+
+
+def _ole10native(raw: bytes) -> tuple[str, bytes]:
+    """[MS-OLEDS] Ole10Native: size, flags, label, path, ..., data size, data."""
+    import struct
+
+    try:
+        pos = 6
+        label_end = raw.index(b"\x00", pos)
+        label = raw[pos:label_end].decode("cp932", "replace")
+        pos = raw.index(b"\x00", label_end + 1) + 1 + 4  # source path, reserved
+        tmp_len = struct.unpack_from("<I", raw, pos)[0]
+        pos += 4 + tmp_len
+        size = struct.unpack_from("<I", raw, pos)[0]
+        pos += 4
+        if size <= len(raw) - pos:
+            return label or "Ole10Native", raw[pos:pos + size]
+    except (ValueError, struct.error):
+        pass
+    raw_size = int.from_bytes(raw[:4], "little")
+    return "Ole10Native", raw[4:4 + raw_size] if 0 < raw_size <= len(raw) - 4 else raw
 
 
 def _extract_xls(ctx: Context, data: bytes, location: str) -> None:

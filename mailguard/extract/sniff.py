@@ -54,7 +54,9 @@ def looks_like_message(data: bytes) -> bool:
     if not _HEADER_LINE.match(head):
         return False
     block = head.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
-    return len(_MAIL_HEADERS.findall(block)) >= 2
+    found = _MAIL_HEADERS.findall(block)
+    return len(found) >= 2 or (len(found) == 1 and head[:13].lower() in (b"content-type:",
+                                                                       b"mime-version:"))
 
 
 def zip_kind(data: bytes) -> str:
@@ -89,7 +91,7 @@ def real_type(data: bytes) -> tuple[str, str]:
     """(libmagic MIME type, reader kind) for a blob."""
     mime = libmagic_type(data)
     head = data[:8]
-    if not data:
+    if not data.strip(b"\x00 \t\r\n"):
         return mime, "empty"
     if head == OLE_MAGIC:
         return mime, "ole"
@@ -135,14 +137,13 @@ def real_type(data: bytes) -> tuple[str, str]:
 def _is_text(data: bytes) -> bool:
     """No control bytes beyond whitespace/ESC, and decodable as a Japanese text charset."""
     head = data[:65536]
+    probe = head[:4096]
+    if len(probe) >= 16 and (probe[1::2].count(0) > len(probe) // 3
+                             or probe[0::2].count(0) > len(probe) // 3):
+        return True  # UTF-16 without (or with) a BOM; guess_decode handles it
     if any(b < 9 or 13 < b < 27 or 27 < b < 32 for b in head[:4096]) and \
             not head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return False
-    for codec in ("utf-8", "euc_jp", "cp932"):
-        try:
-            head.decode(codec)
-            return True
-        except UnicodeDecodeError as exc:
-            if exc.start > len(head) - 4:  # cut mid-character at the sniff boundary
-                return True
-    return b"\x1b$" in head
+    # No control bytes in the first 4 KiB: text in some (possibly mixed) charset.
+    # Binary formats virtually always have them; decoding uses replacement.
+    return True
