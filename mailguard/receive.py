@@ -139,7 +139,7 @@ class RelaySMTP(SMTP):
         if not _peer_allowed(self.session.peer, self.networks):
             self.denied = True
             self.max_commands = DENIED_COMMAND_BUDGET
-            refuse = self._refuse
+            refuse = self._counted(self._refuse)
             self._smtp_methods = {k: (v if k == "QUIT" else refuse) for k, v in self._smtp_methods.items()}
 
     async def _handle_client(self) -> None:

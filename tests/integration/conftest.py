@@ -121,9 +121,9 @@ class _SinkHandler:
 
 class _SinkSMTP(SMTP):
     def __init__(self, sink: Sink) -> None:
+        self.line_length_limit = 10**7  # the sink must not be the one refusing long lines
         super().__init__(_SinkHandler(sink), hostname="sink.test", enable_SMTPUTF8=sink.smtputf8,
                          loop=asyncio.get_running_loop(), data_size_limit=None)
-        self.line_length_limit = 10**7  # the sink must not be the one refusing long lines
         self._sink = sink
 
     def connection_made(self, transport):
