@@ -54,6 +54,8 @@ class Services:
     async def close(self) -> None:
         if self.holder is not None and hasattr(self.holder, "aclose"):
             await self.holder.aclose()  # stops expiry, lets notices in flight finish
+        if hasattr(self.pipeline, "aclose"):
+            await self.pipeline.aclose()  # scans in flight finish, then its workers stop
         await self.pool.close()
 
 

@@ -8,6 +8,7 @@ never appear in ids or assertion text.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import struct
@@ -258,3 +259,15 @@ def test_check_cli_unreadable_message_exits_1(tmp_path: Path, config) -> None:
     )
     assert r.returncode == 1
     assert "missing.eml" in r.stderr
+
+
+async def test_aclose_lets_a_scan_in_flight_finish_then_stops_workers(config) -> None:
+    p = Pipeline(config)
+    _id, rcpts, data, action, rule = CASES[3]  # the xlsx: a scan that takes a moment
+    task = asyncio.create_task(p.inspect(ME, list(rcpts), data))
+    await asyncio.sleep(0.05)
+    workers = list(p.scanner._pool._processes.values())  # noqa: SLF001 - the pool's processes
+    await p.aclose()
+    d = await task
+    assert (d.action, d.rule) == (action, rule)
+    assert workers and not any(w.is_alive() for w in workers)
