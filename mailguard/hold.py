@@ -82,6 +82,11 @@ def operator_identity() -> str:
         return getpass.getuser()
 
 
+def safe_reason(text: str) -> str:
+    """An operator's free text as it may be stored: one line, bounded, digits masked."""
+    return scrub(" ".join(unicodedata.normalize("NFKC", str(text)).split()))[:500]
+
+
 # -- evidence from a decision ---------------------------------------------------
 
 
@@ -346,6 +351,7 @@ async def release_message(config: Any, store: Store, audit: AuditLog, hold_id: s
     """Approve and, once enough distinct operators approved, deliver. See the module doc."""
     from mailguard.upstream import send_message
 
+    reason = safe_reason(reason)
     with store.locked(hold_id) as held:
         if held.state != HELD:
             raise StoreError(f"{hold_id} is {held.state}, not held")
@@ -394,6 +400,7 @@ async def release_message(config: Any, store: Store, audit: AuditLog, hold_id: s
 
 async def reject_message(config: Any, store: Store, audit: AuditLog, hold_id: str,
                          operator: str, reason: str) -> HeldMessage:
+    reason = safe_reason(reason)
     with store.locked(hold_id) as held:
         if held.state != HELD:
             raise StoreError(f"{hold_id} is {held.state}, not held")
