@@ -56,6 +56,10 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.sink.delay_data:
+            import asyncio
+
+            await asyncio.sleep(self.sink.delay_data)
         if self.sink.refuse_data:
             return self.sink.refuse_data
         with self.sink.lock:
@@ -71,6 +75,7 @@ class Sink:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.lock = threading.Lock()
         self.refuse_data = ""
+        self.delay_data = 0.0
         self.refuse_rcpts: set[str] = set()
         self.controller: Controller | None = None
 
