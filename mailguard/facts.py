@@ -35,6 +35,7 @@ from typing import Any
 CONFIDENCES = ("low", "medium", "high")  # ascending
 MAX_ADDRESSES = 10000  # per header set; a hostile To: cannot make facts unbounded
 MAX_HEADER_CHARS = 200_000  # per header field considered
+MAX_HEADER_BLOCK = 4 * 1024 * 1024  # bytes of header block read at most
 
 # A reply prefix, after NFKC (so "Ｒｅ：" is "Re:"). Mailing-list tags such as
 # "[city-list:123]" may come first. Forwards (Fwd:, FW:, WG:, 転送:) are not
@@ -233,8 +234,12 @@ def clean_address(address: str) -> str:
 def _parse_headers(data: bytes) -> dict[str, list[str]]:
     """Header block -> {lower-case name: [raw values]}; never raises."""
     out: dict[str, list[str]] = {}
+    head = data or b""
+    # Only the header block: the parser would otherwise copy the whole body.
+    ends = [i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0]
+    head = head[: min(min(ends) + 4 if ends else len(head), MAX_HEADER_BLOCK)]
     try:
-        msg = BytesHeaderParser(policy=compat32).parsebytes(data or b"")
+        msg = BytesHeaderParser(policy=compat32).parsebytes(head)
         items = msg.items()
     except Exception:  # noqa: BLE001 - hostile header block
         return out
