@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import email.policy
+from email import message_from_bytes
 from email.message import EmailMessage
 from email.utils import make_msgid
 
@@ -66,6 +68,12 @@ def message(subject: str, body: str, *, to: list[str], cc: list[str] = (),
     return m.as_bytes(), marker
 
 
+def attachment_text(data: bytes) -> bytes:
+    msg = message_from_bytes(data, policy=email.policy.default)
+    (part,) = list(msg.iter_attachments())
+    return part.get_content().encode("utf-8") if part.get_content_maintype() == "text" else part.get_content()
+
+
 def held_list(mg: MailguardProcess) -> list[dict]:
     r = mg.cli("held", "list", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -90,7 +98,7 @@ def test_clean_mail_arrives_at_the_upstream(postfix: PostfixInstance, mailguard:
     assert f"relay=127.0.0.1[127.0.0.1]:{mailguard.port}" in line  # it went through mailguard
     (got,) = upstream.wait_for(marker, on_timeout=mailguard.log_tail)
     assert got.mail_from == CLERK and got.rcpt_tos == ["someone@example.com"]
-    assert got.data.endswith(data.split(b"\n\n", 1)[1].replace(b"\n", b"\r\n"))  # body untouched
+    assert data.split(b"\n\n", 1)[1].replace(b"\n", b"\r\n") in got.data  # body untouched
 
 
 def test_my_numbers_to_an_external_recipient_are_held_then_released(
@@ -120,7 +128,7 @@ def test_my_numbers_to_an_external_recipient_are_held_then_released(
 
     (got,) = [r for r in upstream.wait_for(marker) if "tanto@example.com" in r.rcpt_tos]
     assert got.mail_from == CLERK and got.rcpt_tos == ["tanto@example.com"]
-    assert all(n.encode() in got.data for n in nums)  # the attachment arrived intact
+    assert attachment_text(got.data) == attachment_text(data)  # the attachment arrived intact
     states = {h["id"]: h["state"] for h in held_list(mailguard)}
     assert held[0]["id"] not in states or states[held[0]["id"]] == "released"
     assert_no_clear_numbers(mailguard.log(), nums, "mailguard's log")
@@ -142,7 +150,7 @@ def test_blocked_reply_all_bounces_to_the_sender_with_the_reason(
     assert re.search(r"said: 550[ -]5\.7\.1", line), line
     # The sender gets Postfix's bounce, with mailguard's reason in it.
     (bounce,) = mailbox.wait_for("reply-all", on_timeout=postfix.log_tail)
-    assert bounce.mail_from == "" and bounce.rcpt_tos == [CLERK]
+    assert bounce.mail_from in ("", "<>") and bounce.rcpt_tos == [CLERK]
     text = bounce.data.decode("utf-8", "replace")
     assert "550" in text and "5.7.1" in text
     assert "reply-all" in text.lower()
