@@ -10,6 +10,7 @@ is checked for clear numbers.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -21,11 +22,23 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from tests.unit.test_policy_messages import (
-    ANSWER, ASKER_INTERNAL, COLLEAGUE, ME, OTHER_CITIES, THREE, build, csv_attachment,
-)
-
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _message_builders():
+    """tests/unit/test_policy_messages.py, whichever way pytest was started (no packages)."""
+    name = "test_policy_messages"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "unit" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_m = _message_builders()
+ANSWER, ASKER_INTERNAL, COLLEAGUE, ME = _m.ANSWER, _m.ASKER_INTERNAL, _m.COLLEAGUE, _m.ME
+OTHER_CITIES, THREE, build, csv_attachment = _m.OTHER_CITIES, _m.THREE, _m.build, _m.csv_attachment
 BLOCKED = 550
 
 
