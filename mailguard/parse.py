@@ -102,8 +102,8 @@ def _parse(data: bytes, budget: _Budget, depth: int, prefix: str) -> Message:
 
 
 def _from_email(msg: email.message.Message, budget: _Budget, depth: int, prefix: str) -> Message:
-    headers = [(name, decode_header_value(str(msg.get(name, "")))) for name in DISPLAY_HEADERS
-               if msg.get(name) is not None]
+    headers = [(name, decode_header_value(raw)) for name in DISPLAY_HEADERS
+               if (raw := _raw_header(msg, name)) is not None]
     problems: list[str] = []
     parts: list[Part] = []
     # Iterative walk: a hostile nesting must not blow the Python stack.
@@ -160,9 +160,27 @@ def _disposition(node: email.message.Message) -> str:
     return raw.split(";", 1)[0].strip().lower()
 
 
+def _raw_header(node: email.message.Message, name: str) -> str | None:
+    """The header as received (compat32 would wrap raw 8-bit in a lossy Header object)."""
+    lname = name.lower()
+    for key, value in node._headers:  # noqa: SLF001 - stdlib attribute, stable
+        if key.lower() == lname:
+            return value if isinstance(value, str) else str(value)
+    return None
+
+
 def _param(node: email.message.Message, name: str, header: str) -> str:
+    raw = _raw_header(node, header)
+    if raw is None:
+        return ""
+    if "\x1b" in raw or any("\udc80" <= ch <= "\udcff" for ch in raw):
+        # Raw 8-bit or raw ISO-2022-JP inside the parameters: decode the
+        # header first, then let the stdlib split the parameters.
+        raw = guess_decode(raw.encode("utf-8", "surrogateescape"))
+    holder = email.message.Message()
+    holder[header] = raw
     try:
-        value = node.get_param(name, header=header)
+        value = holder.get_param(name, header=header)
     except Exception:
         return ""
     if value is None:
