@@ -33,12 +33,15 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import start_http_server
 
 from mailguard.config import split_hostport
 
+# The *_created series (a Unix time per label set) double the page for no
+# operational use here.
+disable_created_metrics()
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # Latency buckets in seconds: scanning a plain mail takes milliseconds, a large
@@ -152,6 +155,22 @@ class _HeldCollector:
 REGISTRY.register(_HeldCollector())
 
 
+def held_counts(store: object) -> tuple[int, float | None]:
+    """(held count, oldest 'received' as Unix time) from a store.Store."""
+    from datetime import UTC, datetime
+
+    from mailguard.store import HELD
+
+    held = store.list(HELD)  # type: ignore[attr-defined]
+    if not held:
+        return 0, None
+    times = []
+    for h in held:
+        t = datetime.fromisoformat(h.received)
+        times.append((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp())
+    return len(held), min(times)
+
+
 # ------------------------------------------------------------- the endpoint
 
 
@@ -180,3 +199,29 @@ def start_server(listen: str) -> MetricsServer | None:
 
     get_logger().info("metrics_started", listen=listen)
     return MetricsServer(host, server.server_port, server, thread)
+
+
+# ------------------------------------------------------------- the relay's calls
+
+
+def observe_message(decision: object, seconds: float | None = None) -> None:
+    """One decided message: its decision, persons and unscannable items (a policy
+    Decision: .action, .rule, .persons, .unscannable[].reason)."""
+    try:
+        observe_decision(decision.action, decision.rule, seconds)  # type: ignore[attr-defined]
+        observe_persons(int(getattr(decision, "persons", 0) or 0))
+        for item in getattr(decision, "unscannable", ()) or ():
+            observe_unscannable(getattr(item, "reason", "unknown"))
+    except Exception:  # metrics never break mail flow
+        pass
+
+
+def observe_transaction(outcome: str, reply: str, seconds: float) -> None:
+    """One DATA answered: latency by outcome (forwarded, held, blocked, tempfail,
+    refused) and the reply's code."""
+    try:
+        observe_relay(seconds, outcome)
+        if reply[:3].isdigit():
+            observe_reply(int(reply[:3]))
+    except Exception:
+        pass

@@ -40,6 +40,7 @@ import structlog
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from mailguard import replies
+from mailguard import metrics
 from mailguard.errors import ForwardError, UpstreamTimeout, UpstreamUnreachable
 from mailguard.log import get_logger
 from mailguard.policy import ACTIONS, BLOCK, HOLD, PASS, Decision
@@ -331,6 +332,9 @@ class Relay:
 
     @staticmethod
     def _forward_error_reply(exc: ForwardError) -> str:
+        metrics.observe_upstream_error(
+            "timeout" if isinstance(exc, UpstreamTimeout)
+            else "unreachable" if isinstance(exc, UpstreamUnreachable) else "dropped")
         if isinstance(exc, UpstreamTimeout):
             return replies.reply("upstream_timeout")
         if isinstance(exc, UpstreamUnreachable):
@@ -339,6 +343,7 @@ class Relay:
 
     @staticmethod
     def _refusal_reply(r: UpstreamReply) -> str:
+        metrics.observe_upstream_error("tempfail-reply" if r.transient else "refused-reply")
         if r.code in (530, 535, 538, 454):
             return replies.with_upstream("upstream_auth", r.code, r.text)
         if r.transient or not 200 <= r.code < 600:
@@ -422,6 +427,7 @@ class Relay:
         data: bytes = envelope.original_content
         mail_from, rcpt_tos = envelope.mail_from, list(envelope.rcpt_tos)
         fields = dict(sender=mail_from, recipients=len(rcpt_tos), size=len(data))
+        data_done = time.monotonic()
         if conv.link is None or not conv.in_tx:
             log.warning("tempfailed", stage="DATA", reason="upstream link lost", **fields)
             return replies.reply("upstream_dropped")
@@ -431,7 +437,9 @@ class Relay:
         except Exception as exc:  # never pass what could not be inspected
             log.error("internal_error", stage="inspect", error=type(exc).__name__, **fields, exc_info=True)
             await self._reset_upstream(conv)
+            metrics.observe_transaction("tempfail", replies.reply("internal_error"), time.monotonic() - data_done)
             return replies.reply("internal_error")
+        metrics.observe_message(decision, time.monotonic() - data_done)
 
         hold_id = None
         upstream_reply = ""
@@ -472,6 +480,7 @@ class Relay:
             duration_ms=round((time.monotonic() - conv.started) * 1000, 1),
         )
         await self._record(mail_from, rcpt_tos, len(data), decision, outcome, status, hold_id)
+        metrics.observe_transaction(outcome, status, time.monotonic() - data_done)
         return status
 
     async def _inspect(self, mail_from: str, rcpt_tos: list[str], data: bytes) -> Decision:

@@ -109,6 +109,7 @@ class App:
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
         self._stopped = asyncio.Event()
+        self.metrics_server: Any = None
 
     async def start(self, port: int | None = None) -> int:
         """Bind and start accepting; ``port=0`` picks a free port (tests). Returns the port."""
@@ -119,7 +120,20 @@ class App:
         self.server = await loop.create_server(lambda: RelaySMTP(self.relay), host, port)
         self.port = self.server.sockets[0].getsockname()[1]
         log.info("listening", address=f"{host}:{self.port}", upstream=self.config.upstream.url)
+        self._start_metrics()
         return self.port
+
+    def _start_metrics(self) -> None:
+        """The Prometheus endpoint (issue 7), only when metrics.listen is set; a
+        change of metrics.listen needs a restart, like server.listen."""
+        if not self.config.metrics.listen or self.metrics_server is not None:
+            return
+        from mailguard import metrics
+
+        self.metrics_server = metrics.start_server(self.config.metrics.listen)
+        # Read at scrape time from the current services' store (a CLI release
+        # in another process shows up at the next scrape).
+        metrics.set_held_source(lambda: metrics.held_counts(self.services.holder.store))
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Stop accepting, let transactions in flight finish, close everything."""
@@ -139,6 +153,9 @@ class App:
                 conn.transport.abort()
         await self.relay.wait_tasks()
         await self.services.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
         self.server = None
         log.info("stopped")
         self._stopped.set()

@@ -29,7 +29,6 @@ import ssl
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -156,32 +155,18 @@ def held_queue(config: Any) -> tuple[int | None, float | None, str]:
     """(held count, age of the oldest in seconds, error) from the store's metadata."""
     if not (Path(config.store.path) / "meta.sqlite").exists():
         return 0, None, ""
-    from mailguard.store import HELD, Store
+    from mailguard.metrics import held_counts
+    from mailguard.store import Store
 
     try:
         store = Store(config.store.path)
         try:
-            held = store.list(HELD)
+            count, oldest = held_counts(store)
         finally:
             store.close()
     except Exception as exc:  # status reports, it does not crash
         return None, None, _why(exc)
-    if not held:
-        return 0, None, ""
-    oldest = min(datetime.fromisoformat(h.received) for h in held)
-    if oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=UTC)
-    return len(held), max(0.0, (datetime.now(UTC) - oldest).total_seconds()), ""
-
-
-def held_source(config: Any):  # noqa: ANN201 - metrics.HeldSource
-    """For metrics.set_held_source: (count, oldest 'received' as Unix time)."""
-    def source() -> tuple[int, float | None]:
-        n, age, err = held_queue(config)
-        if err:
-            raise RuntimeError(err)
-        return n or 0, (time.time() - age) if age is not None else None
-    return source
+    return count, (max(0.0, time.time() - oldest) if oldest is not None else None), ""
 
 
 def human_age(seconds: float) -> str:
