@@ -152,6 +152,14 @@ async def test_pass_reaches_upstream_block_gets_550_and_never_does(serve: Serve,
         ("pass", "internal-single-pass"), ("block", "reply-all-external")]
     assert any("********" + THREE[0][-4:] in r for r in decided[1]["reasons"])
 
+    # Headers internal, envelope external (Bcc): held in the store, never upstream.
+    bcc = build(to=[COLLEAGUE], attachments=[csv_attachment(THREE)])
+    code, _ = await serve.send([COLLEAGUE, "x@agency.example.go.jp"], bcc)
+    assert code == 250  # durable in the hold store (DESIGN §3.1)
+    assert len(upstream.messages) == 1
+    decided = [e for e in serve.events if e.get("event") == "decided"]
+    assert (decided[-1]["action"], decided[-1]["rule"]) == ("hold", "external-hold")
+
 
 async def test_sighup_reloads_policy_and_keeps_last_good_on_error(serve: Serve, upstream) -> None:
     one_colleague = build(to=[COLLEAGUE], attachments=[csv_attachment(THREE)])
