@@ -199,6 +199,10 @@ def decode_text(data: bytes, declared: str | None = None) -> str:
     codec = normalise_label(declared)
     if codec in ("iso-2022-jp", "euc-jp"):
         return decode_with(data, codec)
+    if codec == "utf-7" and b"&" in data and b"+" not in data:
+        # Some Japanese mailers write IMAP's modified UTF-7 (&...-, "," for "/").
+        data = re.sub(rb"&([A-Za-z0-9+,]+)-", lambda m: b"+" + m.group(1).replace(b",", b"/") + b"-",
+                      data)
     if codec:
         if codec in ("utf-8", "ascii") and data.startswith(codecs.BOM_UTF8):
             data = data[3:]
