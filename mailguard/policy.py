@@ -366,7 +366,7 @@ class _Lines:
 def _load_file(path: Path) -> _Loaded:
     p = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM from a Windows editor is fine
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise PolicyError(p, line, "not UTF-8 text") from None
@@ -382,8 +382,12 @@ def _load_file(path: Path) -> _Loaded:
 
     def err(tag: str, key: str | None, reason: str) -> PolicyError:
         line = lines.key(tag, key) if key else lines.header(tag)
+        if line is None and key:
+            # Inline tables (rule = [ { ... } ]): the first line with "key =".
+            m = re.search(rf"(?m)[{{,\s]{re.escape(key)}\s*=", "\n" + text)
+            line = text[: m.start()].count("\n") + 1 if m else None
         if line is None:
-            line = lines.key("", tag) if tag else None  # e.g. rule = [ {...} ] inline
+            line = lines.key("", tag.split("#", 1)[0]) if tag else None
         return PolicyError(p, line, reason)
 
     for key, value in raw.items():

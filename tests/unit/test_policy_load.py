@@ -43,6 +43,7 @@ BROKEN = {
     "sender_domain_not_list": "sender_domain must be a non-empty list",
     "default_bad_action": "unknown action 'allow'",
     "not_utf8": "not UTF-8",
+    "inline_rule_unknown_condition": "unknown condition 'persons_mn'",
 }
 
 
@@ -142,3 +143,12 @@ def test_error_in_second_file_names_that_file(tmp_path: Path) -> None:
         load_policy(tmp_path)
     assert Path(info.value.path).name == "50-local.toml"
     assert info.value.line == 5
+
+
+def test_bom_crlf_and_inline_rules_load(tmp_path: Path) -> None:
+    (tmp_path / "10.toml").write_bytes(
+        b'\xef\xbb\xbfrule = [\r\n  { name = "a", persons_min = 1, action = "hold" },\r\n]\r\n'
+        b'[default]\r\naction = "pass"\r\n'
+    )
+    policy = load_policy(tmp_path)
+    assert [(r.name, r.action, r.conditions) for r in policy.rules] == [("a", HOLD, {"persons_min": 1})]
