@@ -189,3 +189,21 @@ def test_first_match_wins_and_default_applies(tmp_path: Path) -> None:
 def test_decide_is_pure() -> None:
     f = make(ext(3), persons=3, is_reply=True, is_reply_all=True)
     assert decide(f, SHIPPED) == decide(f, SHIPPED)
+
+
+def test_documented_local_override_for_reply_all_with_one_external(tmp_path: Path) -> None:
+    """docs/policy.md's 05-local.toml example: Cc'ing one colleague on an answer is held, not blocked."""
+    import re as _re
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "policy.md").read_text(encoding="utf-8")
+    snippet = _re.search(r"```toml\n# 05-local.toml\n(.*?)```", doc, _re.S).group(1)
+    shutil.copy(root / "policies" / "10-default.toml", tmp_path / "10-default.toml")
+    (tmp_path / "05-local.toml").write_text(snippet, encoding="utf-8")
+    policy = load_policy(tmp_path)
+    asker_and_boss = make(("asker@city.example2.lg.jp", COLLEAGUE), persons=2, is_reply=True, is_reply_all=True)
+    assert decide(asker_and_boss, SHIPPED).rule == "reply-all-external"
+    assert decide(asker_and_boss, policy).rule == "reply-all-one-external-hold"
+    other_cities = make(ext(2) + ext(1, "example3"), persons=2, is_reply=True, is_reply_all=True)
+    assert decide(other_cities, policy).rule == "reply-all-external"  # the motivating case still blocks
