@@ -61,12 +61,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import re
 import secrets
+import sys
 import tomllib
 import unicodedata
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -77,33 +77,77 @@ NEGATIVE_RANGE = 12  # a negative word this close before the number names it
 LIST_MIN, LIST_RATIO = 5, 0.8  # DESIGN §4 list rule
 _WEIGHTS = (6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
 
-# Characters whose NFKC form contains an ASCII digit, outside ASCII (full-width,
-# super/subscripts, circled and parenthesised numbers, math digits, ...).
-# Generated from unicodedata; tests/unit/test_detect_normalise.py recomputes it
-# for the running Python and fails if a character is missing.
-_DIGITLIKE = (
-    "0-9\u00b2-\u00b3\u00b9\u00bc-\u00be\u2070\u2074-\u2079\u2080-\u2089"
-    "\u2150-\u215f\u2189\u2460-\u249b\u24ea\u3251-\u325f\u32b1-\u32cb"
-    "\u3358-\u3370\u3378-\u3379\u339f-\u33a6\u33a8\u33af\u33e0-\u33fe"
-    "\uff10-\uff19\U0001d7ce-\U0001d7ff\U0001f100-\U0001f10a\U0001fbf0-\U0001fbf9"
+# Code point ranges whose NFKC form contains an ASCII digit (ASCII, full-width,
+# super/subscripts, circled and parenthesised numbers, math digits, ...), and
+# those that normalise to a separator (space, hyphen, dot) or are hyphen-likes.
+# Generated from unicodedata, because computing them at import costs half a
+# second; tests/unit/test_detect_normalise.py recomputes them for the running
+# Python and names any character that is missing.
+_DIGIT_RANGES = (
+    (0x30, 0x39), (0xB2, 0xB3), (0xB9, 0xB9), (0xBC, 0xBE), (0x2070, 0x2070), (0x2074, 0x2079),
+    (0x2080, 0x2089), (0x2150, 0x215F), (0x2189, 0x2189), (0x2460, 0x249B), (0x24EA, 0x24EA),
+    (0x3251, 0x325F), (0x32B1, 0x32CB), (0x3358, 0x3370), (0x3378, 0x3379), (0x339F, 0x33A6),
+    (0x33A8, 0x33A8), (0x33AF, 0x33AF), (0x33E0, 0x33FE), (0xFF10, 0xFF19), (0x1D7CE, 0x1D7FF),
+    (0x1F100, 0x1F10A), (0x1FBF0, 0x1FBF9),
 )
-# Characters that normalise to a separator (space, hyphen, dot), plus line breaks.
-_SEPLIKE = (
-    " .\\-\r\n\u00a0\u2000-\u200a\u2010-\u2015\u2024\u202f\u205f\u2212\u3000"
-    "\u30fc\ufe52\ufe63\uff0d-\uff0e\uff70"
+_SEP_RANGES = (
+    (0x20, 0x20), (0x2D, 0x2E), (0xA0, 0xA0), (0x2000, 0x200A), (0x2010, 0x2015), (0x2024, 0x2024),
+    (0x202F, 0x202F), (0x205F, 0x205F), (0x2212, 0x2212), (0x3000, 0x3000), (0x30FC, 0x30FC),
+    (0xFE52, 0xFE52), (0xFE63, 0xFE63), (0xFF0D, 0xFF0E), (0xFF70, 0xFF70),
 )
 HYPHENS = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc\uff70"
 _HYPHEN_MAP = str.maketrans({c: "-" for c in HYPHENS})
 
-# Pass 1, over the original text: runs of digit-likes joined by short separator
-# runs. Disjoint classes, so the engine never backtracks more than 3 characters.
-_REGION = re.compile(f"[{_DIGITLIKE}]+(?:[{_SEPLIKE}]{{1,3}}[{_DIGITLIKE}]+)*")
-_MULTI = re.compile("[\u00bc-\u00be\u2150-\u215f\u2189\u2469-\u249b\u3251-\u325f"
-                    "\u32b1-\u32cb\u3358-\u3370\u3378-\u3379\u339f-\u33a6\u33a8\u33af"
-                    "\u33e0-\u33fe\U0001f100-\U0001f10a]")
 
-# Pass 2, over normalised text: the exact candidate rule. `\d` (any Unicode
-# digit) for the neighbours, [0-9] for the number itself.
+def _chars(ranges) -> list[str]:
+    return [chr(cp) for a, b in ranges for cp in range(a, b + 1)]
+
+
+def _nfkc(c: str) -> str:
+    return unicodedata.normalize("NFKC", c).translate(_HYPHEN_MAP)
+
+
+def _cls(chars: Iterable[str]) -> str:
+    return "".join(re.escape(c) for c in chars)
+
+
+_DIGITLIKE_SET = frozenset(_chars(_DIGIT_RANGES))
+# One character -> one digit (most of them) vs. several characters (⑩ -> "10",
+# ⒈ -> "1.", ½ -> "1⁄2", ㎡ -> "m2"): the latter need real normalisation.
+_DIGIT_OF = {c: _nfkc(c) for c in _DIGITLIKE_SET if len(_nfkc(c)) == 1}
+_MULTI_SET = frozenset(_DIGITLIKE_SET - _DIGIT_OF.keys())
+_SEP_OF = {c: _nfkc(c) for c in _chars(_SEP_RANGES)}
+_TO_ASCII = str.maketrans(_DIGIT_OF)
+_LINE_BREAK = "\r\n"
+
+
+def _fast_pattern(digits: Iterable[str]) -> re.Pattern[str]:
+    d = "[" + _cls(sorted(digits)) + "]"
+    s = "[" + _cls(sorted(_SEP_OF)) + "]"
+    gap = rf"(?:{s}(?:\r\n|\r|\n)?|\r\n|\r|\n)"
+    # Starts with a bare character class, so sre scans for it with its fast
+    # charset prefix search instead of trying the whole pattern at every offset.
+    return re.compile(rf"(?P<a>{d}{d}{{3}})(?:(?P<s1>{gap})(?P<b>{d}{{4}})(?P<s2>{gap})(?P<c>{d}{{4}})|(?P<f>{d}{{8}}))")
+
+
+# Two compiled forms of one pattern: with astral digits (math bold 𝟏) in the
+# class sre falls back to a range list, three times slower, so strings that can
+# not hold an astral character (most of them) use the BMP-only form.
+_FAST_BMP = _fast_pattern(c for c in _DIGIT_OF if c <= "\uffff")
+_FAST_ALL = _fast_pattern(_DIGIT_OF)
+_MULTI_ALL = re.compile("[" + _cls(sorted(_MULTI_SET)) + "]")
+_MULTI_BMP = re.compile("[" + _cls(sorted(c for c in _MULTI_SET if c <= "\uffff")) + "]")
+_PLAIN_STR_SIZE = sys.getsizeof("") + 1
+
+
+def _may_hold_astral(text: str) -> bool:
+    # CPython stores a str with 1, 2 or 4 bytes per character; only the last can
+    # hold U+10000 and above. getsizeof tells which without scanning the text.
+    # On another implementation the formula may say yes; that is only slower.
+    return sys.getsizeof(text) - _PLAIN_STR_SIZE >= 3 * len(text) + 64 or len(text) < 64
+
+
+# Over normalised text (only used around ⑩-like characters): the exact rule.
 _SEP = r"(?:[ .\-](?:\r\n|\r|\n)?|\r\n|\r|\n)"
 _CANDIDATE = re.compile(
     r"(?<![A-Za-z\d])(?:"
@@ -185,7 +229,23 @@ def mask(number: str) -> str:
 
 def fingerprint(number: str, key: bytes) -> str:
     """Keyed HMAC-SHA256 of the 12 digits, hex. A plain hash would be brute-forced."""
-    return hmac.digest(key, number.encode("ascii"), "sha256").hex()
+    inner, outer = _hmac_pads(key)
+    i = inner.copy()
+    i.update(number.encode("ascii"))
+    o = outer.copy()
+    o.update(i.digest())
+    return o.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _hmac_pads(key: bytes):
+    # RFC 2104 by hand with the padded-key states computed once: hmac.digest()
+    # re-derives them per call and costs three times as much, which matters
+    # for a sheet of 10,000 numbers. Tests compare it with the hmac module.
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return (hashlib.sha256(bytes(b ^ 0x36 for b in key)), hashlib.sha256(bytes(b ^ 0x5C for b in key)))
 
 
 # A fresh key per process when the caller has none: fingerprints then correlate
@@ -345,71 +405,136 @@ def _clean_words(words: Iterable[str]) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------- candidates
+#
+# A candidate is a tuple (number, start, end, grouped, valid): there can be
+# tens of thousands per text and a tuple is the cheapest record Python has.
 
 
-@dataclass(slots=True)
-class _Candidate:
-    number: str
-    start: int
-    end: int
-    grouped: bool
-    valid: bool
-
-
-def _candidates(text: str) -> list[_Candidate]:
-    """Every 12-digit candidate in `text`, offsets in `text` (not normalised)."""
-    if text.isascii():
-        return _match(text, None, 0)
-    found: list[_Candidate] = []
-    for m in _REGION.finditer(text):
-        rs, re_ = m.span()
-        if re_ - rs < 12 and not _MULTI.search(text, rs, re_):
-            continue  # fewer than 12 digits whatever the separators are
-        lo, hi = max(0, rs - 2), min(len(text), re_ + 2)
-        piece = text[lo:hi]
-        if piece.isascii():
-            found.extend(_match(piece, None, lo))
-        else:
-            norm, starts, ends = normalise(piece)
-            found.extend(_match(norm, (starts, ends), lo))
+def _candidates(text: str) -> list[tuple[str, int, int, bool, bool]]:
+    """Every 12-digit candidate in `text`, offsets into `text` as given."""
+    astral = _may_hold_astral(text)
+    found = _fast_candidates(text, _FAST_ALL if astral else _FAST_BMP)
+    multi = _MULTI_ALL if astral else _MULTI_BMP
+    if multi.search(text) is None:
+        return found
+    # ⑩-like characters expand to several characters under NFKC; normalise a
+    # window around each and keep the candidates that contain one.
+    extra = _multi_candidates(text, multi)
+    if extra:
+        seen = {(c[1], c[2]) for c in found}
+        found.extend(c for c in extra if (c[1], c[2]) not in seen)
+        found.sort(key=lambda c: c[1])
     return found
 
 
-def _match(norm: str, offsets: tuple[list[int], list[int]] | None, base: int) -> list[_Candidate]:
+def _fast_candidates(text: str, pattern: re.Pattern[str]) -> list[tuple[str, int, int, bool, bool]]:
+    """Candidates made of one-character digits and separators, matched in the
+    original text with NFKC's equivalence classes, so no normalising and no
+    offset map: this is the path every ordinary text takes."""
     out = []
-    for m in _CANDIDATE.finditer(norm):
-        flat = m.group("flat")
-        if flat is not None:
-            number, grouped = flat, False
-            if _beside_corporate(norm, m.start(), m.end(), number):
-                continue
-        else:
-            s1, s2 = m.group("s1"), m.group("s2")
-            c1, c2 = s1.strip("\r\n"), s2.strip("\r\n")
+    n = len(text)
+    for m in pattern.finditer(text):
+        s, e = m.span()
+        a, s1, b, s2, c, f = m.groups()
+        grouped = f is None
+        if grouped:
+            c1, c2 = s1.strip(_LINE_BREAK), s2.strip(_LINE_BREAK)
             if c1 != s1 and c2 != s2:
                 continue  # two line breaks: a column of 4-digit values, not a number
-            if c1 and c2 and c1 != c2:
+            if c1 and c2 and _SEP_OF[c1] != _SEP_OF[c2]:
                 continue  # mixed separators (1234-5678.9012) are not one number
-            number, grouped = m.group("g1") + m.group("g2") + m.group("g3"), True
+            number = a + b + c
+        else:
+            number = a + f
+        # Neighbours: no digit or Latin letter touching; no digit after a
+        # separator (any separator for the grouped form; hyphen or dot for the
+        # contiguous form, so a space-separated list of numbers still counts).
+        before = text[s - 1] if s else ""
+        if before:
+            if before in _GLUE or before.isdigit():
+                continue
+            if s >= 2 and before in _SEP_OF and _digitish(text[s - 2]) and (grouped or _SEP_OF[before] != " "):
+                continue
+        after = text[e] if e < n else ""
+        if after:
+            if after in _GLUE or after.isdigit():
+                continue
+            if e + 1 < n and after in _SEP_OF and _digitish(text[e + 1]) and (grouped or _SEP_OF[after] != " "):
+                continue
+        if not number.isascii():
+            number = number.translate(_TO_ASCII)
         if number == number[0] * 12:
             continue  # 000000000000 passes the check digit; it is a placeholder
-        s, e = m.start(), m.end()
-        if offsets is not None:
-            s, e = offsets[0][s], offsets[1][e - 1]
-        out.append(_Candidate(number, base + s, base + e, grouped, _valid(number)))
+        if not grouped and (_SEP_OF.get(before) == " " or _SEP_OF.get(after) == " ") and (
+            _beside_corporate(text, s, e, number)
+        ):
+            continue
+        out.append((number, s, e, grouped, _valid(number)))
     return out
 
 
-def _beside_corporate(norm: str, s: int, e: int, number: str) -> bool:
+# Characters that glue to a digit run: digits of any kind, and Latin letters
+# (ASCII and full-width; NFKC makes the latter ASCII).
+_GLUE = _DIGITLIKE_SET | frozenset(
+    chr(c) for a, b in ((0x41, 0x5A), (0x61, 0x7A), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A)) for c in range(a, b + 1)
+)
+
+
+def _digitish(c: str) -> bool:
+    return c in _DIGITLIKE_SET or c.isdigit()
+
+
+def _latin(c: str) -> bool:
+    return ("a" <= c <= "z") or ("A" <= c <= "Z") or ("ａ" <= c <= "ｚ") or ("Ａ" <= c <= "Ｚ")
+
+
+def _multi_candidates(text: str, multi: re.Pattern[str]) -> list[tuple[str, int, int, bool, bool]]:
+    # A candidate is at most 12 digits and 6 separator characters long, so 40
+    # characters either side of an expanding character hold every candidate
+    # that includes it, with its neighbours.
+    windows: list[list[int]] = []
+    for m in multi.finditer(text):
+        lo, hi = max(0, m.start() - 40), min(len(text), m.end() + 40)
+        if windows and lo <= windows[-1][1]:
+            windows[-1][1] = hi
+        else:
+            windows.append([lo, hi])
+    out = []
+    for lo, hi in windows:
+        norm, starts, ends = normalise(text[lo:hi])
+        for m in _CANDIDATE.finditer(norm):
+            flat = m.group("flat")
+            if flat is not None:
+                number, grouped = flat, False
+            else:
+                s1, s2 = m.group("s1"), m.group("s2")
+                c1, c2 = s1.strip(_LINE_BREAK), s2.strip(_LINE_BREAK)
+                if (c1 != s1 and c2 != s2) or (c1 and c2 and c1 != c2):
+                    continue
+                number, grouped = m.group("g1") + m.group("g2") + m.group("g3"), True
+            s, e = lo + starts[m.start()], lo + ends[m.end() - 1]
+            if (s - lo < 2 and lo > 0) or (hi - e < 2 and hi < len(text)):
+                continue  # too near a window edge to see its neighbours
+            if not any(c in _MULTI_SET for c in text[s:e]):
+                continue  # the fast path has it (or rightly rejected it)
+            if number == number[0] * 12:
+                continue
+            out.append((number, s, e, grouped, _valid(number)))
+    return out
+
+
+def _beside_corporate(text: str, s: int, e: int, number: str) -> bool:
     """A lone digit one space away that completes a valid Corporate Number
     (`8 700110005901`): the 12 digits are its tail, not a My Number."""
-    if s >= 2 and norm[s - 1] == " " and norm[s - 2].isdigit() and (s < 3 or not norm[s - 3].isdigit()):
-        if is_corporate_number(norm[s - 2] + number):
-            return True
-    if e + 2 <= len(norm) and norm[e] == " " and norm[e + 1].isdigit() and (
-        e + 2 == len(norm) or not norm[e + 2].isdigit()
+    if s >= 2 and _SEP_OF.get(text[s - 1]) == " " and text[s - 2] in _DIGIT_OF and (
+        s < 3 or not _digitish(text[s - 3])
     ):
-        if is_corporate_number(number + norm[e + 1]):
+        if is_corporate_number(_DIGIT_OF[text[s - 2]] + number):
+            return True
+    if e + 2 <= len(text) and _SEP_OF.get(text[e]) == " " and text[e + 1] in _DIGIT_OF and (
+        e + 2 == len(text) or not _digitish(text[e + 2])
+    ):
+        if is_corporate_number(number + _DIGIT_OF[text[e + 1]]):
             return True
     return False
 
@@ -417,14 +542,14 @@ def _beside_corporate(norm: str, s: int, e: int, number: str) -> bool:
 # ---------------------------------------------------------------- confidence
 
 
-def _context_hits(text: str, cands: list[_Candidate], words: _Words) -> list[_Hit]:
+def _context_hits(text: str, cands, words: _Words) -> list[_Hit]:
     """Keyword and negative hits near any candidate: one automaton pass over
     the merged windows, so a digit-dense text is scanned once, not per number."""
     reach = KEYWORD_RANGE + words.longest
     hits: list[_Hit] = []
     ws = we = -1
     for c in cands:
-        lo, hi = max(0, c.start - reach), min(len(text), c.end + reach)
+        lo, hi = max(0, c[1] - reach), min(len(text), c[2] + reach)
         if lo <= we:
             we = max(we, hi)
             continue
@@ -436,27 +561,6 @@ def _context_hits(text: str, cands: list[_Candidate], words: _Words) -> list[_Hi
     return hits
 
 
-def _nearest(hits: list[_Hit], starts: list[int], c: _Candidate, reach: int, longest: int,
-             before_only: bool) -> tuple[int, _Hit] | None:
-    """(gap, hit) of the nearest hit within `reach` characters of candidate c."""
-    best: tuple[int, _Hit] | None = None
-    i = bisect_left(starts, c.end)
-    j = i - 1
-    # Before: hits are sorted by start, so walk back until no hit starting
-    # earlier could end within reach (no word is longer than `longest`).
-    while j >= 0 and starts[j] >= c.start - reach - longest:
-        h = hits[j]
-        if h.end <= c.start and c.start - h.end <= reach:
-            if best is None or c.start - h.end < best[0]:
-                best = (c.start - h.end, h)
-        j -= 1
-    if not before_only and i < len(hits) and hits[i].start - c.end <= reach:
-        gap = hits[i].start - c.end
-        if best is None or gap < best[0]:
-            best = (gap, hits[i])
-    return best
-
-
 def _header_kind(header: str, words: _Words) -> _Hit | None:
     if not header:
         return None
@@ -465,6 +569,96 @@ def _header_kind(header: str, words: _Words) -> _Hit | None:
         if not h.negative:
             return h
     return hits[0] if hits else None
+
+
+def _header_confidence(header: _Hit) -> tuple[str, str]:
+    # The column header is the most specific context there is, so it decides alone.
+    if header.negative:
+        return LOW, f"column header names another number ({header.word})"
+    return HIGH, f"column header ({header.word})"
+
+
+class _Context:
+    """Keyword and negative hits of one span, indexed for bisect."""
+
+    def __init__(self, text: str, words: _Words, hits: list[_Hit]) -> None:
+        self.text, self.longest = text, words.longest
+        self.kw = [h for h in hits if not h.negative]
+        self.neg = [h for h in hits if h.negative]
+        self.kw_starts = [h.start for h in self.kw]
+        self.neg_starts = [h.start for h in self.neg]
+
+    def keyword(self, s: int, e: int) -> tuple[int, _Hit] | None:
+        """(gap, hit) of the nearest keyword within KEYWORD_RANGE."""
+        if not self.kw:
+            return None
+        best = None
+        i = bisect_left(self.kw_starts, e)
+        j = i - 1
+        # Hits are sorted by start; walk back until no earlier-starting hit
+        # could end within range (no word is longer than `longest`).
+        while j >= 0 and self.kw_starts[j] >= s - KEYWORD_RANGE - self.longest:
+            h = self.kw[j]
+            if h.end <= s and s - h.end <= KEYWORD_RANGE and (best is None or s - h.end < best[0]):
+                best = (s - h.end, h)
+            j -= 1
+        if i < len(self.kw) and self.kw[i].start - e <= KEYWORD_RANGE:
+            gap = self.kw[i].start - e
+            if best is None or gap < best[0]:
+                best = (gap, self.kw[i])
+        return best
+
+    def negative(self, s: int) -> tuple[int, _Hit] | None:
+        """(gap, hit) of a negative word ending at most NEGATIVE_RANGE before s
+        with no digit in between ("TEL 03-1234 ..." names the phone number)."""
+        if not self.neg:
+            return None
+        j = bisect_right(self.neg_starts, s) - 1
+        best = None
+        while j >= 0 and self.neg_starts[j] >= s - NEGATIVE_RANGE - self.longest:
+            h = self.neg[j]
+            if h.end <= s and s - h.end <= NEGATIVE_RANGE and (best is None or s - h.end < best[0]):
+                best = (s - h.end, h)
+            j -= 1
+        if best is not None and _ANY_DIGIT.search(self.text, best[1].end, s):
+            return None
+        return best
+
+
+_ANY_DIGIT = re.compile(r"\d")
+
+
+def _confidence(c, ctx: _Context, listed: bool, list_reason: str) -> tuple[str, str]:
+    _, s, e, grouped, _ = c
+    near_kw = ctx.keyword(s, e)
+    near_neg = ctx.negative(s)
+    if near_neg is not None and (near_kw is None or near_neg[0] < near_kw[0]):
+        return LOW, f"next to a word for another number ({near_neg[1].word})"
+    if listed:
+        # Before the keyword rule: a list is evidence about every row, and it
+        # is the only rule a date-shaped value in a real list should obey.
+        return HIGH, list_reason
+    if not grouped and _looks_like_datetime(c[0]):
+        return LOW, "looks like a date-time (YYYYMMDDhhmm), no list or column header"
+    if near_kw is not None:
+        side = "before" if near_kw[1].end <= s else "after"
+        return HIGH, f"keyword {near_kw[1].word} {near_kw[0]} characters {side}"
+    if grouped:
+        return MEDIUM, "grouped 4-4-4, no keyword"
+    return LOW, "12 digits, no keyword"
+
+
+def _looks_like_datetime(n: str) -> bool:
+    """YYYYMMDDhhmm with a plausible year. About 1 in 10,000 random numbers has
+    this shape, so a real My Number is rarely lost, while log lines and file
+    names next to the word マイナンバー (system notices) are common."""
+    return (
+        "1900" <= n[:4] <= "2099"
+        and "01" <= n[4:6] <= "12"
+        and "01" <= n[6:8] <= "31"
+        and n[8:10] <= "23"
+        and n[10:12] <= "59"
+    )
 
 
 # ------------------------------------------------------------------- detect
@@ -483,7 +677,7 @@ def detect(
         raise ValueError("fingerprint key must be at least 16 bytes")
 
     # First every span's candidates, because the list rule needs group totals.
-    per_span: list[tuple[Span, list[_Candidate], str]] = []
+    per_span = []
     totals: dict[str, list[int]] = {}
     for i, span in enumerate(spans):
         if not isinstance(span, Span) or not isinstance(span.text, str):
@@ -494,89 +688,33 @@ def detect(
         group = "g:" + span.group if span.group else f"s:{i}"
         t = totals.setdefault(group, [0, 0])
         t[0] += len(cands)
-        t[1] += sum(c.valid for c in cands)
+        t[1] += sum(1 for c in cands if c[4])
         per_span.append((span, cands, group))
 
     findings: list[Finding] = []
     persons: dict[str, str] = {}
     fps: dict[str, str] = {}
     for span, cands, group in per_span:
-        valid = [c for c in cands if c.valid]
+        valid = [c for c in cands if c[4]]
         if not valid:
             continue
         total, n_valid = totals[group]
         listed = total >= LIST_MIN and n_valid >= LIST_RATIO * total
+        list_reason = f"list rule: {n_valid} of {total} 12-digit numbers pass the check digit"
         header = _header_kind(span.header, words)
-        ctx = _Context(span.text, words, _context_hits(span.text, valid, words) if header is None else [])
+        if header is None:
+            ctx = _Context(span.text, words, _context_hits(span.text, valid, words))
+        location = span.location
         for c in valid:
+            number = c[0]
             if header is not None:
                 confidence, reason = _header_confidence(header)
             else:
-                confidence, reason = _confidence(c, ctx, listed, n_valid, total)
-            fp = fps.get(c.number)
+                confidence, reason = _confidence(c, ctx, listed, list_reason)
+            fp = fps.get(number)
             if fp is None:
-                fp = fps[c.number] = fingerprint(c.number, key)
+                fp = fps[number] = fingerprint(number, key)
             if confidence != LOW:
-                persons[c.number] = fp
-            findings.append(Finding(mask(c.number), confidence, reason, span.location,
-                                    c.start, c.end, fp, c.number))
+                persons[number] = fp
+            findings.append(Finding("********" + number[-4:], confidence, reason, location, c[1], c[2], fp, number))
     return Detection(tuple(findings), len(persons), frozenset(persons.values()))
-
-
-class _Context:
-    """Keyword and negative hits of one span, split and indexed for bisect."""
-
-    def __init__(self, text: str, words: _Words, hits: list[_Hit]) -> None:
-        self.text, self.longest = text, words.longest
-        self.kw = [h for h in hits if not h.negative]
-        self.neg = [h for h in hits if h.negative]
-        self.kw_starts = [h.start for h in self.kw]
-        self.neg_starts = [h.start for h in self.neg]
-
-
-def _header_confidence(header: _Hit) -> tuple[str, str]:
-    # The column header is the most specific context there is, so it decides alone.
-    if header.negative:
-        return LOW, f"column header names another number ({header.word})"
-    return HIGH, f"column header ({header.word})"
-
-
-def _confidence(c: _Candidate, ctx: _Context, listed: bool, n_valid: int, total: int) -> tuple[str, str]:
-    near_kw = _nearest(ctx.kw, ctx.kw_starts, c, KEYWORD_RANGE, ctx.longest, False) if ctx.kw else None
-    near_neg = _nearest(ctx.neg, ctx.neg_starts, c, NEGATIVE_RANGE, ctx.longest, True) if ctx.neg else None
-    if near_neg is not None and _has_digit(ctx.text, near_neg[1].end, c.start):
-        near_neg = None  # "TEL 03-1234 ..." names the phone number in between, not this one
-    if near_neg is not None and (near_kw is None or near_neg[0] < near_kw[0]):
-        return LOW, f"next to a word for another number ({near_neg[1].word})"
-    if listed:
-        # Before the keyword rule: a list is evidence about every row, and it
-        # is the only rule a date-shaped value in a real list should obey.
-        return HIGH, f"list rule: {n_valid} of {total} 12-digit numbers pass the check digit"
-    if not c.grouped and _looks_like_datetime(c.number):
-        return LOW, "looks like a date-time (YYYYMMDDhhmm), no list or column header"
-    if near_kw is not None:
-        side = "before" if near_kw[1].end <= c.start else "after"
-        return HIGH, f"keyword {near_kw[1].word} {near_kw[0]} characters {side}"
-    if c.grouped:
-        return MEDIUM, "grouped 4-4-4, no keyword"
-    return LOW, "12 digits, no keyword"
-
-
-_ANY_DIGIT = re.compile(r"\d")
-
-
-def _has_digit(text: str, start: int, end: int) -> bool:
-    return _ANY_DIGIT.search(text, start, end) is not None
-
-
-def _looks_like_datetime(n: str) -> bool:
-    """YYYYMMDDhhmm with a plausible year. About 1 in 10,000 random numbers has
-    this shape, so a real My Number is rarely lost, while log lines and file
-    names next to the word マイナンバー (system notices) are common."""
-    return (
-        "1900" <= n[:4] <= "2099"
-        and "01" <= n[4:6] <= "12"
-        and "01" <= n[6:8] <= "31"
-        and n[8:10] <= "23"
-        and n[10:12] <= "59"
-    )

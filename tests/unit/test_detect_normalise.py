@@ -23,12 +23,11 @@ def _all_chars():
 
 
 def test_digit_like_table_is_complete_and_exact():
-    table = re.compile(f"[{detect._DIGITLIKE}]")
     missing, extra = [], []
     for c in _all_chars():
         n = unicodedata.normalize("NFKC", c)
         wants = any("0" <= x <= "9" for x in n)
-        has = table.fullmatch(c) is not None
+        has = c in detect._DIGITLIKE_SET
         if wants and not has:
             missing.append(f"U+{ord(c):04X}")
         elif has and not wants:
@@ -36,25 +35,22 @@ def test_digit_like_table_is_complete_and_exact():
     assert not missing and not extra, f"missing {missing[:20]}, extra {extra[:20]}"
 
 
-def test_multi_digit_table_covers_every_expanding_digit():
-    # Characters that give more than one character: a region shorter than 12
-    # characters can still hold 12 digits, so these must not be skipped.
-    table = re.compile(f"[{detect._DIGITLIKE}]")
-    missing = [
-        f"U+{ord(c):04X}"
-        for c in _all_chars()
-        if table.fullmatch(c) and len(unicodedata.normalize("NFKC", c)) > 1 and not detect._MULTI.fullmatch(c)
-    ]
-    assert not missing, f"missing {missing[:20]}"
+def test_every_digit_like_is_either_one_digit_or_takes_the_normalising_path():
+    for c in detect._DIGITLIKE_SET:
+        n = unicodedata.normalize("NFKC", c)
+        if len(n) == 1:
+            assert detect._DIGIT_OF[c] == n and detect._FAST_ALL.fullmatch(c * 12), f"U+{ord(c):04X}"
+        else:
+            assert c in detect._MULTI_SET and detect._MULTI_ALL.fullmatch(c), f"U+{ord(c):04X}"
 
 
 def test_separator_table_is_complete():
-    table = re.compile(f"[{detect._SEPLIKE}]")
     missing = [
         f"U+{ord(c):04X}"
         for c in _all_chars()
-        if (unicodedata.normalize("NFKC", c) in (" ", "-", ".") or c in HYPHEN_LIKES) and not table.fullmatch(c)
+        if (unicodedata.normalize("NFKC", c) in (" ", "-", ".") or c in HYPHEN_LIKES) and c not in detect._SEP_OF
     ]
+    assert all(v in (" ", "-", ".") for v in detect._SEP_OF.values())
     assert not missing, f"missing {missing}"
 
 
