@@ -257,3 +257,33 @@ async def test_client_timeout_closes_idle_connection(start_relay, raw):
     h = await start_relay(server={"command_timeout": 0.3})
     c, _, _ = await ehlo(raw, h.port)
     assert await c.closed(timeout=3)
+
+
+# ------------------------------------------------------------------ DATA framing, generated
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from aiosmtplib.protocol import normalize_message_line_endings  # noqa: E402
+
+
+def stuff(body: bytes) -> bytes:
+    """What a correct client sends: CRLF-delimited lines starting with "." get one more."""
+    lines = body.split(b"\r\n")
+    return b"\r\n".join(b"." + line if line.startswith(b".") else line for line in lines)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=40).map(lambda b: bytes(b"a.\r\n"[x % 4] for x in b)),
+       split=st.integers(min_value=1, max_value=60))
+async def test_data_framing_matches_line_semantics(relay, upstream, raw, body, split):
+    upstream.messages.clear()
+    c, _, _ = await ehlo(raw, relay.port)
+    await transaction(c)
+    wire = stuff(body) + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n"
+    for i in range(0, len(wire), split):  # arbitrary TCP segmentation
+        await c.send(wire[i:i + split])
+        await asyncio.sleep(0)
+    assert (await c.reply())[0] == OK
+    await c.cmd("QUIT")
+    sent = body if body.endswith(b"\r\n") else body + b"\r\n"
+    assert [m.data for m in upstream.messages] == [normalize_message_line_endings(sent)]
