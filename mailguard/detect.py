@@ -25,10 +25,16 @@ INTERFACE (fixed; other stages code against it):
 HOW (DESIGN §4, declared together as a recognizer would):
 
     normalise   NFKC plus the hyphen-likes NFKC leaves alone (U+2010-2015,
-                U+2212, U+30FC, U+FF70) -> "-". Only the few characters around
-                digit-like runs are normalised, each with its original offset,
-                because NFKC over a whole 1 MB Japanese body costs ~150 ms and
-                the whole detector has 10 ms. ASCII text is used as it is.
+                U+2212, U+30FC, U+FF70) -> "-". NFKC over a whole 1 MB Japanese
+                body costs ~150 ms and the detector has 10 ms, so candidates are
+                matched in the ORIGINAL text with NFKC's equivalence classes
+                (every character that normalises to one digit or one separator;
+                tables generated from unicodedata and checked by a test), and
+                offsets need no map. Only around characters that expand to
+                several (⑩ -> "10", ⒈ -> "1.") is a window really normalised,
+                with an offset map (normalise()). Keywords are matched in the
+                original text too: the automaton holds each word's full-width,
+                half-width and case variants.
     candidates  12 ASCII digits, contiguous or 4-4-4 with one separator
                 (space, hyphen, dot; a single line break may stand for or follow
                 a separator, once per number). Not a candidate when a digit
