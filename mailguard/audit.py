@@ -24,6 +24,18 @@ SECURITY: callers pass masked findings and fingerprints only; as a last line of
 defence every string value is run through the log scrubber, which masks any
 12+ digit run, so an operator's free-text reason cannot put a number here.
 
+ROTATION (logrotate, deploy/logrotate/mailguard): rotated files sit beside the
+log as ``audit.jsonl.N`` (N=1 newest; ``.gz`` when compressed) or
+``audit.jsonl-DATE`` (dateext). The chain continues across files: an append to a
+fresh, empty ``audit.jsonl`` chains from the last record of the newest rotated
+file, and an appender whose open file was renamed away under it (inode changed
+after it took the lock) reopens the new one. ``verify`` and ``export`` read the
+rotated files oldest first, then ``audit.jsonl``. If the oldest rotated files
+were deleted (logrotate's ``rotate`` count), verify checks from the first record
+it has and says so (``first_seq``). Rotation must use ``delaycompress`` and no
+``copytruncate``: a record written to the newest rotated file just after the
+rename must stay readable there.
+
 DIAGNOSTICS: none; this module is itself the record.
 """
 
@@ -31,10 +43,12 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import gzip
 import hashlib
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -82,6 +96,8 @@ class VerifyResult:
     records: int
     bad_line: int | None = None
     reason: str = ""
+    bad_file: str = ""  # which file bad_line is in (rotation); "" = audit.jsonl
+    first_seq: int = 1  # > 1 when older rotated files are gone
 
 
 class AuditLog:
@@ -99,7 +115,15 @@ class AuditLog:
             raise AuditError(f"cannot open {self.path}: {exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            if _rotated_away(fd, self.path):
+                # logrotate renamed the file between our open and our lock:
+                # append to the new audit.jsonl instead.
+                os.close(fd)
+                fd = -1
+                return self.append(event, **fields)
             last, torn = _last_record(fd)
+            if last is None:
+                last = self._last_rotated_record()
             if torn:
                 # A crash left half a line: it never counted; cut it so the chain goes on.
                 size = os.fstat(fd).st_size
@@ -110,7 +134,8 @@ class AuditLog:
         except OSError as exc:
             raise AuditError(f"cannot append to {self.path}: {exc}") from exc
         finally:
-            os.close(fd)  # releases the flock
+            if fd >= 0:
+                os.close(fd)  # releases the flock
 
     def _write(self, fd: int, last: dict[str, Any] | None, event: str, fields: dict[str, Any]) -> dict[str, Any]:
         rec: dict[str, Any] = {k: _scrubbed(v, k) for k, v in fields.items() if v is not None}
@@ -128,6 +153,50 @@ class AuditLog:
         os.fsync(fd)
         return rec
 
+    def rotated_files(self) -> list[Path]:
+        """Files logrotate made from audit.jsonl, oldest first."""
+        found = []
+        for p in self.path.parent.glob(AUDIT_FILE + "[.-]*"):
+            m = _ROTATED.fullmatch(p.name)
+            if m:
+                n = m.group("n")
+                # audit.jsonl.N: a higher N is older; dated names sort by date.
+                key = (0, -int(n), "") if n else (1, 0, m.group("date"))
+                found.append((key, p))
+        return [p for _, p in sorted(found)]
+
+    def _last_rotated_record(self) -> dict[str, Any] | None:
+        for path in reversed(self.rotated_files()):
+            try:
+                with _open_audit(path) as f:
+                    if not path.name.endswith(".gz"):
+                        # Wait for a writer still appending to it under its old name.
+                        fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+                    last = None
+                    for line in f:
+                        if line.endswith(b"\n") and line.strip():
+                            last = line
+            except OSError as exc:
+                raise AuditError(f"cannot read {path}: {exc}") from exc
+            if last is not None:
+                try:
+                    return json.loads(last)
+                except ValueError as exc:
+                    raise AuditError(f"the last record of {path} is not JSON; run `mailguard audit verify`") from exc
+        return None
+
+    def all_lines(self) -> Iterator[tuple[Path, int, bytes]]:
+        """(file, line number in it, line) over the rotated files, then audit.jsonl."""
+        for path in self.rotated_files():
+            try:
+                with _open_audit(path) as f:
+                    for n, line in enumerate(f, 1):
+                        yield path, n, line
+            except FileNotFoundError:
+                continue
+        for n, line in self.lines():
+            yield self.path, n, line
+
     # -- reading -------------------------------------------------------------
 
     def lines(self) -> Iterator[tuple[int, bytes]]:
@@ -139,31 +208,40 @@ class AuditLog:
             return
 
     def records(self) -> Iterator[dict[str, Any]]:
-        for n, line in self.lines():
+        for path, n, line in self.all_lines():
             try:
                 yield json.loads(line)
             except ValueError as exc:
-                raise AuditError(f"{self.path}:{n}: not JSON") from exc
+                raise AuditError(f"{path}:{n}: not JSON") from exc
 
     def verify(self) -> VerifyResult:
-        prev, count = GENESIS, 0
-        for n, raw in self.lines():
+        prev, count, seq, first_seq = GENESIS, 0, 0, 1
+        for path, n, raw in self.all_lines():
+            bad = "" if path == self.path else path.name
+
+            def broken(reason: str) -> VerifyResult:
+                return VerifyResult(False, count, n, reason, bad_file=bad, first_seq=first_seq)
             if not raw.endswith(b"\n"):
-                return VerifyResult(False, count, n, "incomplete last line (torn write)")
+                return broken("incomplete last line (torn write)")
             try:
                 rec = json.loads(raw)
             except ValueError:
-                return VerifyResult(False, count, n, "not a JSON object")
+                return broken("not a JSON object")
             if not isinstance(rec, dict) or not isinstance(rec.get("hash"), str):
-                return VerifyResult(False, count, n, "not an audit record")
+                return broken("not an audit record")
             if record_hash(rec) != rec["hash"]:
-                return VerifyResult(False, count, n, "hash does not match the record (edited?)")
+                return broken("hash does not match the record (edited?)")
+            if count == 0 and bad and isinstance(rec.get("seq"), int) and rec["seq"] > 1:
+                # The oldest rotated file left: earlier files were rotated away.
+                # Its first record anchors the chain; everything after is checked.
+                prev, seq = rec.get("prev"), rec["seq"] - 1
+                first_seq = rec["seq"]
             if rec.get("prev") != prev:
-                return VerifyResult(False, count, n, "prev does not match the line before (deleted or reordered?)")
-            if rec.get("seq") != count + 1:
-                return VerifyResult(False, count, n, f"seq {rec.get('seq')!r}, expected {count + 1}")
-            prev, count = rec["hash"], count + 1
-        return VerifyResult(True, count)
+                return broken("prev does not match the line before (deleted or reordered?)")
+            if rec.get("seq") != seq + 1:
+                return broken(f"seq {rec.get('seq')!r}, expected {seq + 1}")
+            prev, count, seq = rec["hash"], count + 1, seq + 1
+        return VerifyResult(True, count, first_seq=first_seq)
 
     def export(self, since: datetime, fmt: str = "json") -> Iterable[str]:
         """Records at or after ``since`` as JSON lines or CSV rows (with a header)."""
@@ -219,6 +297,21 @@ def parse_since(text: str) -> datetime:
 
 def _aware(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+_ROTATED = re.compile(
+    re.escape(AUDIT_FILE) + r"(?:\.(?P<n>\d{1,6})|-(?P<date>\d{8}(?:\d{2,6})?))(?:\.gz)?")
+
+
+def _open_audit(path: Path) -> Any:
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _rotated_away(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino != os.stat(path).st_ino
+    except FileNotFoundError:
+        return True
 
 
 def _last_record(fd: int) -> tuple[dict[str, Any] | None, int]:

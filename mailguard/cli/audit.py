@@ -36,9 +36,14 @@ def run_verify(args: argparse.Namespace, config: Any) -> int:
     log = AuditLog(config.store.path)
     result = log.verify()
     if result.ok:
-        print(f"{log.path}: {result.records} records, chain intact")
+        rotated = log.rotated_files()
+        files = f" in {len(rotated) + 1} files" if rotated else ""
+        print(f"{log.path}: {result.records} records{files}, chain intact")
+        if result.first_seq > 1:
+            print(f"(older rotated files are gone; the chain was checked from record {result.first_seq})")
         return EXIT_OK
-    print(f"{log.path}:{result.bad_line}: {result.reason}", file=sys.stderr)
+    where = log.path.with_name(result.bad_file) if result.bad_file else log.path
+    print(f"{where}:{result.bad_line}: {result.reason}", file=sys.stderr)
     print(f"audit chain broken at line {result.bad_line} ({result.records} records before it are intact)")
     return EXIT_FAILED
 
