@@ -150,6 +150,12 @@ async def paced(port: int, conns: int, rate: float, duration: float, data: bytes
     return lat
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc), to report the relay's own cost."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] * 1000
@@ -183,13 +189,19 @@ async def run(args: argparse.Namespace) -> int:
         await saturate(sink_port, args.connections, 0.5, data)
 
         d_rate, d_lat = await saturate(sink_port, args.connections, args.duration, data)
+        cpu0 = cpu_seconds(relay.pid)
         m_rate, m_lat = await saturate(relay_port, args.connections, args.duration, data)
+        cpu_ms = (cpu_seconds(relay.pid) - cpu0) * 1000 / max(1, len(m_lat))
         print(f"pipeline: {args.pipeline}")
         print(f"saturation: {args.connections} connections, 10 KB messages, {args.duration:.0f} s each")
         print(f"  direct to sink   : {d_rate:7.0f} msg/s   p50 {pct(d_lat, 50):6.2f} ms   p99 {pct(d_lat, 99):6.2f} ms")
         print(f"  through mailguard: {m_rate:7.0f} msg/s   p50 {pct(m_lat, 50):6.2f} ms   p99 {pct(m_lat, 99):6.2f} ms")
         print(f"  ratio mailguard/direct: throughput {m_rate / d_rate:.2f}   "
               f"added p50 {pct(m_lat, 50) - pct(d_lat, 50):.2f} ms   added p99 {pct(m_lat, 99) - pct(d_lat, 99):.2f} ms")
+
+        print(f"  mailguard CPU per message: {cpu_ms:.2f} ms -> {1000 / cpu_ms:.0f} msg/s if it had one core"
+              f" to itself (load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, shared"
+              " with the client and the sink)")
 
         pd = await paced(sink_port, args.connections, args.rate, args.duration, data)
         pm = await paced(relay_port, args.connections, args.rate, args.duration, data)
