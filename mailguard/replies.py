@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from mailguard.log import scrub
+
 MAX_LINE = 400  # text per line; RFC 5321 allows 512 octets per reply line
 MAX_LINES = 20
 
@@ -164,14 +166,18 @@ def with_upstream(name: str, code: int, text: str) -> str:
     return multiline(ours.code, ours.status, [ours.text, *upstream[: MAX_LINES - 1]])
 
 
-_DIGITS = re.compile(r"[0-9]+")
+# A masked number ("********9018") or any run of 5+ digits: the reply is read by the
+# sender's server and quoted in bounces, so it carries counts but never digits
+# that could be part of a number.
+_NUMBERISH = re.compile(r"\*+[0-9]*|[0-9０-９][0-9０-９ \-.]{4,}[0-9０-９]")
 
 
 def _policy_text(text: str) -> str:
-    """ASCII-safe and digit-free: the English part of a policy text."""
-    text = _DIGITS.sub("", text)
+    """ASCII-safe, counts kept, no number or masked number: the English part of a policy text."""
+    text = _NUMBERISH.sub("", scrub(text))
     text = re.sub(r"[^\x20-\x7e]+", " ", text)
-    text = re.sub(r"\*+", "", text)
+    text = re.sub(r"\s*,(\s*,)+", ",", text)
+    text = re.sub(r"\(\s*[,;]?\s*\)|:\s*(?=$|[,;)])", "", text)
     return re.sub(r"\s+", " ", text).strip(" ,;:-")
 
 
