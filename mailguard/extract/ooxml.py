@@ -44,9 +44,13 @@ def _local(tag) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _iterparse(data: bytes, events=("end",)):
-    return etree.iterparse(io.BytesIO(data), events=events, resolve_entities=False,
+def _iterparse(data: bytes, events=("end",), tag=None):
+    return etree.iterparse(io.BytesIO(data), events=events, tag=tag, resolve_entities=False,
                            no_network=True, huge_tree=False, load_dtd=False, recover=False)
+
+
+_SHEET_TAGS = tuple("{*}" + t for t in ("row", "c", "oddHeader", "oddFooter", "evenHeader",
+                                        "evenFooter", "firstHeader", "firstFooter"))
 
 
 def gather_text(el) -> str:
@@ -186,7 +190,7 @@ def _read_sheet(ctx: Context, xml: bytes, shared: list[str], sheet_loc: str) -> 
     first_row: dict[int, str] | None = None
     row_no, col_no = 0, -1
     row_cells: list[tuple[int, str, bool]] = []  # (column, value, is_text)
-    for n, (event, el) in enumerate(_iterparse(xml, ("start", "end"))):
+    for n, (event, el) in enumerate(_iterparse(xml, ("start", "end"), _SHEET_TAGS)):
         tag = _local(el.tag)
         if event == "start":
             if tag == "row":
@@ -204,7 +208,7 @@ def _read_sheet(ctx: Context, xml: bytes, shared: list[str], sheet_loc: str) -> 
             else:
                 col_no += 1
             value, is_text = _cell_value(el, shared)
-            if value:
+            if value and (is_text or header is None or ctx.keep_cell(value)):
                 row_cells.append((col_no, value, is_text))
             el.clear()
         elif tag == "row":
@@ -217,10 +221,13 @@ def _read_sheet(ctx: Context, xml: bytes, shared: list[str], sheet_loc: str) -> 
                 elif first_row is None:
                     first_row = {c: v.strip() for c, v, _ in row_cells}
                 for c, v, _ in row_cells:
-                    ctx.add_text(v, f"{sheet_loc}!{column_letter(c)}{row_no}", "", sheet_loc)
+                    if ctx.keep_cell(v):
+                        ctx.add_text(v, f"{sheet_loc}!{column_letter(c)}{row_no}", "", sheet_loc)
             else:
                 cols = header or first_row or {}
                 for c, v, _ in row_cells:
+                    if not ctx.keep_cell(v):
+                        continue
                     ctx.add_text(v, f"{sheet_loc}!{column_letter(c)}{row_no}", cols.get(c, ""),
                                  sheet_loc)
             row_cells = []

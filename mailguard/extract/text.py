@@ -45,10 +45,11 @@ def add_table(ctx: Context, rows, location: str, sep: str = "!") -> None:
             if any(c.strip() for c in row):
                 header = [c.strip() for c in row]
                 for c, value in enumerate(row):
-                    ctx.add_text(value, f"{location}{sep}{column_letter(c)}{r}", "", location)
+                    if ctx.keep_cell(value):
+                        ctx.add_text(value, f"{location}{sep}{column_letter(c)}{r}", "", location)
             continue
         for c, value in enumerate(row):
-            if not value or value.isspace():
+            if not value or not ctx.keep_cell(value):
                 continue
             cells += 1
             if cells > MAX_CSV_CELLS:
