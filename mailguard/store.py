@@ -212,7 +212,9 @@ class Store:
     """One store directory. Thread-safe: the relay calls it from worker threads."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        os.umask(0o077)
+        # No os.umask() here: a library must not change process state. Every
+        # file and directory below is created or chmod-ed with explicit modes;
+        # `serve` and the CLI set umask 077 for the whole process.
         self.path = Path(path)
         self.messages = self.path / "messages"
         self.tmp = self.path / "tmp"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from mailguard.errors import ConfigError, MailguardError, PolicyError
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Held mail, the audit log and the fingerprint key are private; modes are set
+    # explicitly where they are created, and the umask is the second belt.
+    os.umask(0o077)
     try:
         from mailguard.config import load_config
 

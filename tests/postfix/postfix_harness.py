@@ -314,8 +314,10 @@ class PostfixInstance:
         return text
 
     def build(self) -> None:
+        os.chmod(self.base, 0o755)
         for d in (self.config_dir, self.queue_dir):
             d.mkdir(mode=0o755)
+            os.chmod(d, 0o755)  # mkdir's mode is narrowed by the umask; postfix must enter
         (self.config_dir / "main.cf").write_text(
             "".join(f"{k} = {v}\n" for k, v in self.main_cf()), encoding="utf-8")
         (self.config_dir / "master.cf").write_text(self.master_cf(), encoding="utf-8")
@@ -344,7 +346,10 @@ class PostfixInstance:
 
     def _run(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k != "MAIL_CONFIG"}
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=check, env=env)
+        # Postfix creates its queue directories under the caller's umask; a test
+        # process with umask 077 would leave them unreadable to the postfix user.
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=check, env=env,
+                              preexec_fn=lambda: os.umask(0o022))
 
     def start(self) -> None:
         r = self._run([POSTFIX, "-c", str(self.config_dir), "start"], check=False)
