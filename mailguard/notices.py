@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailguard.log import scrub
+from mailguard.policy import split_notice
 
 HELD_NOTICE, REJECTED_NOTICE, EXPIRED_NOTICE = "held", "rejected", "expired"
 KINDS = (HELD_NOTICE, REJECTED_NOTICE, EXPIRED_NOTICE)
@@ -107,7 +108,10 @@ def _body(kind: str, held: Any, *, reason: str, expiry_hours: float | None) -> s
     if len(held.findings) > 50:
         findings.append(f"  … (+{len(held.findings) - 50})")
     unscannable = [f"  {safe_text(u.get('location'))}: {safe_text(u.get('reason'))}" for u in held.unscannable[:20]]
-    policy_text = safe_text(getattr(held, "notice", ""), 1000)
+    notice_ja, notice_en = (
+        [safe_text(line, 300) for line in part.splitlines() if line.strip()][:10]
+        for part in split_notice(getattr(held, "notice", "") or "")
+    )
     hours = f"{expiry_hours:g}" if expiry_hours else "?"
 
     ja_lead = {
@@ -151,8 +155,8 @@ def _body(kind: str, held: Any, *, reason: str, expiry_hours: float | None) -> s
         lines += ["検出(番号は伏せてあります):", *findings]
     if unscannable:
         lines += ["検査できなかった内容:", *unscannable]
-    if policy_text and kind == HELD_NOTICE:
-        lines += ["", policy_text]
+    if notice_ja and kind == HELD_NOTICE:
+        lines += ["", *notice_ja]
     lines += ["", "-" * 60, "", "[English]", "", *en_lead, ""]
     lines += [f"Hold ID: {held.id}", f"Subject: {subject}", f"Recipients: {rcpts}",
               f"Received: {held.received}", f"Rule: {safe_text(held.rule)}", "Reasons:"]
@@ -163,5 +167,7 @@ def _body(kind: str, held: Any, *, reason: str, expiry_hours: float | None) -> s
         lines += ["Findings (numbers masked):", *findings]
     if unscannable:
         lines += ["Content that could not be inspected:", *unscannable]
+    if notice_en and kind == HELD_NOTICE:
+        lines += ["", *notice_en]
     lines += ["", "-- ", "mailguard"]
     return "\n".join(lines) + "\n"

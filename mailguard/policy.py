@@ -92,6 +92,7 @@ TOP_KEYS = ("rule", "default", "detector")
 DEFAULT_KEYS = ("action", "notice", "approvals")
 DETECTOR_KEYS = ("keywords", "negative")
 NOTICE_KEYS = ("ja", "en")
+NOTICE_SEPARATOR = "\n\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,7 +486,18 @@ def _notice(value: Any, fail: Callable[[str], PolicyError]) -> str:
             raise fail(f"unknown key {k!r} in notice; valid: ja, en")
         if not isinstance(v, str):
             raise fail(f"notice.{k} must be a string")
-    return "\n\n".join(value[k].strip() for k in NOTICE_KEYS if value.get(k, "").strip())
+    # Blank lines inside a part are folded so the one blank line between the
+    # parts is unambiguous (split_notice relies on it).
+    parts = (re.sub(r"\n\s*\n", "\n", value.get(k, "").strip()) for k in NOTICE_KEYS)
+    return NOTICE_SEPARATOR.join(p for p in parts if p)
+
+
+def split_notice(text: str) -> tuple[str, str]:
+    """A rule's notice -> (Japanese, English); a text with one part counts as both."""
+    ja, sep, en = text.partition(NOTICE_SEPARATOR)
+    if not sep:
+        return text, text
+    return ja, en
 
 
 def _approvals(value: Any, fail: Callable[[str], PolicyError]) -> int:

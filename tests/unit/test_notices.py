@@ -65,3 +65,23 @@ def test_header_injection_in_the_sender_does_not_add_headers(held, tmp_path):
     raw = build_notice(HELD_NOTICE, evil, sender="postmaster@city.example.lg.jp")
     msg = email.message_from_bytes(raw, policy=default)
     assert msg["Bcc"] is None
+
+
+def test_rule_notice_parts_go_to_their_language_sections(tmp_path):
+    from mailguard.policy import load_policy
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "10.toml").write_text(
+        '[[rule]]\nname = "r"\naction = "hold"\npersons_min = 1\n'
+        'notice = { ja = "外部宛てのため保留しました。\\n\\n確認してください。", en = "Held: external recipient." }\n'
+        '[default]\naction = "pass"\n', encoding="utf-8")
+    notice = load_policy(tmp_path / "p").rules[0].notice
+    s = Store(tmp_path / "store")
+    h = s.add("a@city.example.lg.jp", ["b@example.com"], b"Subject: x\r\n\r\nbody\r\n", rule="r",
+              reasons=("r",), notice=notice, persons=1, subject="x", message_id="", findings=[])
+    body = email.message_from_bytes(
+        build_notice(HELD_NOTICE, h, sender="postmaster@city.example.lg.jp", expiry_hours=72),
+        policy=default).get_content()
+    ja, en = body.split("[English]")
+    assert "外部宛てのため保留しました。" in ja and "確認してください。" in ja and "Held: external" not in ja
+    assert "Held: external recipient." in en and "保留しました" not in en
