@@ -141,6 +141,12 @@ class SMTPLink:
     async def _command(self, *args: bytes) -> UpstreamReply:
         try:
             r = await self.smtp.execute_command(*args)
+        except asyncio.CancelledError:
+            # Our command is on the wire and its reply is still coming: after
+            # this, replies would pair with the wrong commands (a stale 250 read
+            # as the next one's). The connection is done; never pool it.
+            self.smtp.close()
+            raise
         except aiosmtplib.SMTPTimeoutError as exc:
             self.smtp.close()
             raise UpstreamTimeout("upstream did not answer in time") from exc
@@ -159,7 +165,20 @@ class SMTPLink:
     async def data(self, data: bytes) -> UpstreamReply:
         try:
             r = await self.smtp.data(data)
+        except asyncio.CancelledError:
+            # The client went away while the upstream had DATA (or its reply)
+            # in flight: close so nothing is pooled out of step. The message
+            # and its final dot went out in one write, so the upstream either
+            # has all of it or none of it, never a part.
+            self.smtp.close()
+            raise
         except aiosmtplib.SMTPDataError as exc:
+            if 200 <= exc.code < 300:
+                # A 2xx where 354 (or the final 250) was due: replies are out of
+                # step with commands, so this 2xx is not the upstream taking our
+                # message. Never relay it as a 250.
+                self.smtp.close()
+                raise ForwardError(f"upstream reply out of sequence ({exc.code} to DATA)") from exc
             return UpstreamReply(exc.code, exc.message)
         except aiosmtplib.SMTPTimeoutError as exc:
             self.smtp.close()
@@ -348,6 +367,9 @@ class UpstreamPool:
             await smtp.connect()
             if smtp.is_ehlo_or_helo_needed:
                 await smtp.ehlo()
+        except asyncio.CancelledError:
+            smtp.close()  # the client went away mid-connect: leak no socket
+            raise
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, ValueError) as exc:
             smtp.close()
             reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
