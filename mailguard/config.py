@@ -152,16 +152,24 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     defaults. An explicitly named file that does not exist is an error.
     """
     if path is None:
-        if not Path(DEFAULT_CONFIG).is_file():
+        if not os.path.lexists(DEFAULT_CONFIG):
             return _finish(Config(), Path.cwd(), "(built-in defaults)")
+        # A ./mailguard.toml that exists but is a directory or a dangling link is
+        # a mistake to report, not a reason to fall back to the defaults silently.
         path = DEFAULT_CONFIG
     p = Path(path)
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(str(p), "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(p), "", f"cannot read: {exc}") from None
+    except IsADirectoryError:
+        raise ConfigError(str(p), "", "is a directory; -c/--config names the mailguard.toml file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(p), "", f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(str(p), "", f"cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), "", f"not valid TOML: {exc}") from None
     cfg = _build(Config, raw, str(p), "")
@@ -170,7 +178,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
 def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(source, prefix or "(top level)", "expected a table")
+        raise ConfigError(source, prefix.rstrip(".") or "(top level)", f"expected a table, got {raw!r}")
     hints = get_type_hints(cls)
     known = {f.name: f for f in fields(cls) if f.name != "source"}
     values: dict[str, Any] = {}
@@ -244,11 +252,11 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
             raise ConfigError(source, "upstream.url", "maildir: needs a path, e.g. maildir:var/outbox")
         upstream = dataclasses.replace(u, url="maildir:" + _resolve(base, u.maildir))
     else:
-        parts = urlsplit(u.url)
         try:
+            parts = urlsplit(u.url)
             port = parts.port
-        except ValueError:
-            raise ConfigError(source, "upstream.url", f"{u.url!r}: bad port") from None
+        except ValueError as exc:  # a bad port, or an unclosed [IPv6 literal
+            raise ConfigError(source, "upstream.url", f"{u.url!r}: {exc}") from None
         if not parts.hostname or port is None:
             raise ConfigError(source, "upstream.url", f"{u.url!r}: expected SCHEME://HOST:PORT")
         if parts.username or parts.password:
@@ -286,6 +294,10 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
     if cfg.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(source, "log.level", "must be debug, info, warning or error")
 
+    for key, value in (("store.path", cfg.store.path), ("policy.dir", cfg.policy.dir)):
+        if not value.strip():
+            # "" would silently mean the current directory.
+            raise ConfigError(source, key, "must not be empty; give a directory path")
     policy_dir = _resolve(base, cfg.policy.dir)
     if not Path(policy_dir).is_dir():
         raise ConfigError(source, "policy.dir", f"{policy_dir}: directory not found")

@@ -43,6 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stderr:
+    """Whatever sys.stderr is at write time (the CLI's log stream).
+
+    structlog's PrintLogger keeps the file object it was given; resolving it per
+    write keeps logs on the current stderr even when a caller swaps it later.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _error(text: str) -> None:
+    from mailguard.log import scrub
+
+    print(f"mailguard: {scrub(text)}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -51,14 +71,34 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     try:
         from mailguard.config import load_config
+        from mailguard.log import configure_logging
 
+        # Library warnings (an upstream that refused a notice, ...) go to stderr
+        # as scrubbed JSON lines, never to stdout where they would corrupt
+        # `--json` output. `serve` sets its own level from the config.
+        configure_logging("warning", stream=_Stderr())
         config = load_config(args.config)
         return int(args.func(args, config) or EXIT_OK)
     except (ConfigError, PolicyError) as exc:
-        print(f"mailguard: configuration error: {exc}", file=sys.stderr)
+        _error(f"configuration error: {exc}")
         return EXIT_USAGE
     except MailguardError as exc:
-        print(f"mailguard: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        # A store path that is a file, a directory that is not writable, ...:
+        # say which file and why, without a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        why = exc.strerror or str(exc)
+        if isinstance(exc, NotADirectoryError):
+            why += " (part of this path is a file; check store.path and the other paths in the config)"
+        _error(f"{where}{why}")
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into exit 1
+        if os.environ.get("MAILGUARD_DEBUG"):
+            raise
+        _error(f"internal error: {type(exc).__name__}: {exc} "
+               "(run again with MAILGUARD_DEBUG=1 for the traceback)")
+        return EXIT_FAILED

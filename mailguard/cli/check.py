@@ -33,24 +33,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, config: object) -> int:
     from mailguard.errors import ScanError
-    from mailguard.log import configure_logging
+    from mailguard.log import scrub
     from mailguard.pipeline import Pipeline
 
     # stdout is the answer (one JSON object with --json); the pipeline's own
-    # "decided" event would only repeat it, so logs go to stderr, warnings only.
-    configure_logging("warning", stream=sys.stderr)
+    # "decided" event would only repeat it, so logs go to stderr, warnings only
+    # (cli.main configures that for every command but serve).
+
+    shown = scrub(args.message)  # the file name may carry a number
 
     try:
         with open(args.message, "rb") as fh:
             data = fh.read()
     except OSError as exc:
-        print(f"mailguard check: {args.message}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"mailguard check: {shown}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILED
     pipeline = Pipeline(config)  # PolicyError -> exit 2 in cli.main
     try:
         decision = pipeline.inspect_sync(args.mail_from, list(args.rcpt_tos), data)
     except ScanError as exc:
-        print(f"mailguard check: {args.message}: cannot scan: {exc}", file=sys.stderr)
+        print(f"mailguard check: {shown}: cannot scan: {scrub(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:
         print(json.dumps({

@@ -46,17 +46,21 @@ def _print_table(out: dict) -> None:
 
 
 def run(args: argparse.Namespace, config) -> int:
+    from mailguard.log import scrub
     from mailguard.scan import scan_file
 
     status = EXIT_OK
     for path in args.files:
+        # A file name can carry a number (山田_123456789018.pdf); it is shown
+        # masked like the locations are.
+        shown = scrub(path)
         try:
             report = scan_file(path, config.limits)
         except OSError as exc:
-            print(f"mailguard scan: {path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+            print(f"mailguard scan: {shown}: cannot read: {exc.strerror or exc}", file=sys.stderr)
             status = EXIT_FAILED
             continue
-        out = report_dict(path, report)
+        out = report_dict(shown, report)
         if args.json:
             print(json.dumps(out, ensure_ascii=False), flush=True)
         else:
