@@ -44,7 +44,7 @@ from mailguard import metrics
 from mailguard.errors import ForwardError, UpstreamTimeout, UpstreamUnreachable
 from mailguard.log import get_logger
 from mailguard.policy import ACTIONS, BLOCK, HOLD, PASS, Decision
-from mailguard.upstream import Link, UpstreamPool, UpstreamReply, begin
+from mailguard.upstream import NO_SMTPUTF8, Link, UpstreamPool, UpstreamReply, begin, needs_smtputf8
 
 log = get_logger()
 
@@ -94,6 +94,24 @@ def _peer_allowed(peer: Any, networks: tuple) -> bool:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
         addr = addr.ipv4_mapped
     return any(addr in net for net in networks)
+
+
+def _address_problem(address: str, smtputf8: bool) -> str | None:
+    """The reply name for an envelope address the relay must not take, else None.
+
+    Control characters (NUL included) never; bytes that are not UTF-8 (aiosmtpd
+    hands them over surrogate-escaped) never: no store, log or upstream can
+    carry them faithfully. Non-ASCII only in a transaction that declared
+    SMTPUTF8 (RFC 6531 3.4), as Postfix answers it."""
+    if _CONTROL.search(address):
+        return "bad_address"
+    if address.isascii():
+        return None
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return "bad_address"
+    return None if smtputf8 else "address_needs_smtputf8"
 
 
 def _first_line(text: str) -> str:
@@ -390,8 +408,9 @@ class Relay:
     async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         conv = _conversation(session)
-        if _CONTROL.search(address):
-            return replies.reply("bad_address")
+        problem = _address_problem(address, needs_smtputf8(mail_options))
+        if problem:
+            return replies.reply(problem)
         await self._reset_upstream(conv)
         conv.tx = _new_tx_id()
         conv.started = time.monotonic()
@@ -407,6 +426,9 @@ class Relay:
             conv.link = conv.pool = None
             log.warning("tempfailed", stage="MAIL", sender=address, reason=str(exc))
             return self._forward_error_reply(exc)
+        if r is NO_SMTPUTF8:
+            log.warning("tempfailed", stage="MAIL", sender=address, reason="upstream no longer offers SMTPUTF8")
+            return replies.reply("smtputf8_unavailable")
         if not r.ok:
             log.info("sender_refused", sender=address, upstream=f"{r.code} {_first_line(r.text)}")
             return self._refusal_reply(r)
@@ -421,8 +443,9 @@ class Relay:
         limit = self.config.server.max_recipients
         if len(envelope.rcpt_tos) >= limit:
             return replies.reply("too_many_recipients", limit=limit)
-        if _CONTROL.search(address):
-            return replies.reply("bad_address")
+        problem = _address_problem(address, needs_smtputf8(envelope.mail_options))
+        if problem:
+            return replies.reply(problem)
         if conv.link is None or not conv.in_tx:
             return replies.reply("upstream_dropped")
         try:
@@ -450,6 +473,7 @@ class Relay:
         conv.transactions += 1
         data: bytes = envelope.original_content
         mail_from, rcpt_tos = envelope.mail_from, list(envelope.rcpt_tos)
+        mail_options = list(envelope.mail_options)
         fields = dict(sender=mail_from, recipients=len(rcpt_tos), size=len(data))
         data_done = time.monotonic()
         if conv.link is None or not conv.in_tx:
@@ -490,8 +514,11 @@ class Relay:
             if self.holder is None:
                 outcome, status = "tempfail", replies.reply("hold_unavailable")
             else:
+                # The MAIL parameters (SMTPUTF8, BODY=8BITMIME) travel with the held
+                # message, so its release declares what the original did.
+                opts = {"mail_options": list(mail_options)} if mail_options else {}
                 try:
-                    hold_id = await self.holder.hold(mail_from, rcpt_tos, data, decision)
+                    hold_id = await self.holder.hold(mail_from, rcpt_tos, data, decision, **opts)
                 except Exception as exc:
                     log.error("internal_error", stage="hold", error=type(exc).__name__, **fields, exc_info=True)
                     outcome, status = "tempfail", replies.reply("internal_error")

@@ -58,6 +58,8 @@ REPLIES: dict[str, Reply] = {
     "too_many_recipients": R(452, "4.5.3", "Too many recipients (limit {limit});"
                              " send the rest in another transaction"),
     "bad_address": R(553, "5.1.3", "Address contains control characters or is malformed"),
+    "address_needs_smtputf8": R(553, "5.6.7", "Non-ASCII address: declare SMTPUTF8 in MAIL FROM"
+                                " to send it"),
     "smtputf8_unavailable": R(451, "4.4.0", "The upstream no longer offers SMTPUTF8;"
                               " try again later"),
     # message

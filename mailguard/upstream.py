@@ -113,6 +113,15 @@ def _path(address: str) -> bytes:
     return b"<" + address.encode("utf-8", "surrogateescape") + b">"
 
 
+# Not an upstream's words: the answer SMTPLink.mail gives itself, without sending,
+# when SMTPUTF8 is asked for and this connection's upstream does not offer it.
+NO_SMTPUTF8 = UpstreamReply(451, "4.6.7 the upstream does not offer SMTPUTF8; nothing was sent")
+
+
+def needs_smtputf8(options: Iterable[str]) -> bool:
+    return any(o.upper() == "SMTPUTF8" for o in options)
+
+
 def forwardable_options(options: Iterable[str], extensions: frozenset[str]) -> list[str]:
     """Keep only MAIL parameters the upstream advertised (BODY, SMTPUTF8, SIZE)."""
     keep = []
@@ -156,6 +165,12 @@ class SMTPLink:
         return UpstreamReply(r.code, r.message)
 
     async def mail(self, sender: str, options: Iterable[str] = ()) -> UpstreamReply:
+        options = list(options)
+        if needs_smtputf8(options) and "smtputf8" not in self.extensions:
+            # This connection's EHLO lacks SMTPUTF8 (the upstream changed since
+            # the relay offered it): dropping the parameter would send UTF-8
+            # addresses and headers to a server that never agreed to them.
+            return NO_SMTPUTF8
         opts = [o.encode("ascii") for o in forwardable_options(options, self.extensions)]
         return await self._command(b"MAIL", b"FROM:" + _path(sender), *opts)
 

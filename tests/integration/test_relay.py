@@ -276,7 +276,7 @@ class Holder:
     def __init__(self, fail=False):
         self.held, self.fail = [], fail
 
-    async def hold(self, mail_from, rcpt_tos, data, decision):
+    async def hold(self, mail_from, rcpt_tos, data, decision, **kw):
         if self.fail:
             raise OSError("disk full")
         self.held.append((mail_from, rcpt_tos, data, decision))

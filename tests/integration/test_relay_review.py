@@ -53,3 +53,88 @@ async def test_client_gone_while_upstream_slow_after_dot_never_desyncs_pooled_li
     # the client never saw a reply and will retry); every later one exactly once.
     assert delivered[-3:] == [["next0@example.com"], ["next1@example.com"], ["next2@example.com"]], delivered
     assert len(delivered) in (3, 4), delivered
+
+
+# ------------------------------------------------------------------ SMTPUTF8 and 8-bit envelopes
+
+
+class Returning:
+    def __init__(self, decision):
+        self.decision = decision
+
+    async def inspect(self, mail_from, rcpt_tos, data):
+        return self.decision
+
+
+async def test_smtputf8_never_silently_dropped_when_upstream_stops_offering_it(relay, upstream, raw):
+    """The relay offered SMTPUTF8 (the upstream did, at the last connection); the
+    upstream restarts without it. MAIL ... SMTPUTF8 must be a 451, not forwarded
+    with the parameter quietly dropped."""
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, start_tls=False) as c:
+        await c.sendmail("s@x.test", ["a@example.com"], MSG)
+    assert relay.relay.pool.smtputf8
+    upstream.smtputf8 = False
+    for proto in upstream.protocols:  # the upstream restarts: pooled links die
+        proto.transport.close()
+    await asyncio.sleep(0.05)
+    c = await _greet(raw, relay.port)
+    await c.cmd("EHLO c.test")
+    await c.send("MAIL FROM:<送信者@市役所.example> SMTPUTF8\r\n".encode())
+    code, lines = await c.reply()
+    assert code == TEMPFAIL and lines[0].startswith("451 4.4.0 "), lines
+    assert "MAIL" not in upstream.commands[1:] and len(upstream.messages) == 1
+
+
+async def test_8bit_and_control_characters_in_envelope_addresses_refused_at_smtp(relay, upstream, raw):
+    c = await _greet(raw, relay.port)
+    await c.cmd("EHLO c.test")
+    for line, status in (
+        (b"MAIL FROM:<\xff\xfe@x.test> SMTPUTF8\r\n", "553 5.1.3 "),  # not UTF-8
+        ("MAIL FROM:<送信者@市役所.example>\r\n".encode(), "553 5.6.7 "),  # UTF-8 without SMTPUTF8
+        (b"MAIL FROM:<a\x00b@x.test>\r\n", "553 5.1.3 "),
+    ):
+        await c.send(line)
+        code, lines = await c.reply()
+        assert code == 553 and lines[0].startswith(status), (line, lines)
+    assert (await c.cmd("MAIL FROM:<s@x.test>"))[0] == OK
+    for line, status in (
+        (b"RCPT TO:<\xc3(@example.com>\r\n", "553 5.1.3 "),
+        ("RCPT TO:<受信者@example.jp>\r\n".encode(), "553 5.6.7 "),
+        (b"RCPT TO:<a\x01@example.com>\r\n", "553 5.1.3 "),
+    ):
+        await c.send(line)
+        code, lines = await c.reply()
+        assert code == 553 and lines[0].startswith(status), (line, lines)
+    assert upstream.commands.count("RCPT") == 0
+
+
+async def test_held_message_keeps_its_mail_parameters_for_release(start_relay, upstream, raw, tmp_path):
+    """A held SMTPUTF8 / 8BITMIME message is released with the same MAIL parameters."""
+    from mailguard.hold import Holder, release_message
+    from mailguard.policy import HOLD, Decision
+
+    def hook(config, services):
+        services.holder = Holder(config)
+
+    h = await start_relay(pipeline=Returning(Decision(HOLD, "test-hold")), services_hook=hook)
+    c = await _greet(raw, h.port)
+    await c.cmd("EHLO c.test")
+    await c.send("MAIL FROM:<送信者@市役所.example> SMTPUTF8 BODY=8BITMIME\r\n".encode())
+    assert (await c.reply())[0] == OK
+    await c.send("RCPT TO:<受信者@example.jp>\r\n".encode())
+    assert (await c.reply())[0] == OK
+    assert (await c.cmd("DATA"))[0] == 354
+    body = "Subject: 保留\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n本文\r\n".encode()
+    await c.send(body + b".\r\n")
+    code, lines = await c.reply()
+    assert code == OK, lines
+    holder = h.app.services.holder
+    [held] = holder.store.list()
+    envelope, data = holder.store.read_message(held.id)
+    assert data == body
+    assert set(envelope.mail_options) == {"SMTPUTF8", "BODY=8BITMIME"}
+    out = await release_message(h.config, holder.store, holder.audit, held.id, "op", "checked")
+    assert out.delivered, out.error
+    [m] = [m for m in upstream.messages if m.data == body]
+    assert m.mail_from == "送信者@市役所.example" and m.rcpt_tos == ["受信者@example.jp"]
+    assert {"SMTPUTF8", "BODY=8BITMIME"} <= set(m.mail_options)
