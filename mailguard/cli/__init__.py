@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         # `--json` output. `serve` sets its own level from the config.
         configure_logging("warning", stream=_Stderr())
         config = load_config(args.config)
-        return int(args.func(args, config) or EXIT_OK)
+        status = int(args.func(args, config) or EXIT_OK)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+        return status
     except (ConfigError, PolicyError) as exc:
         _error(f"configuration error: {exc}")
         return EXIT_USAGE
@@ -87,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `mailguard held list | head`: the reader left; nothing more to say.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_FAILED
     except OSError as exc:
         # A store path that is a file, a directory that is not writable, ...:
         # say which file and why, without a traceback.

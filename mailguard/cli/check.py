@@ -14,7 +14,12 @@ import argparse
 import json
 import sys
 
-from mailguard.cli import EXIT_FAILED, EXIT_OK, add_config_option
+import re
+
+from mailguard.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_option
+
+# local@domain, no spaces, no second @ (what RCPT TO would take; not a full RFC 5321 parser).
+_ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +46,15 @@ def run(args: argparse.Namespace, config: object) -> int:
     # (cli.main configures that for every command but serve).
 
     shown = scrub(args.message)  # the file name may carry a number
+    # A typo in an address would silently count as one more external recipient
+    # and answer a different question than the admin asked.
+    for opt, addr in [("--from", args.mail_from)] + [("--to", a) for a in args.rcpt_tos]:
+        if (opt == "--from" and addr == "") or _ADDRESS.fullmatch(addr):
+            continue
+        print(f"mailguard check: {opt} {scrub(addr)[:100]!r} is not an address like "
+              f"user@city.example.lg.jp" + (" (or \"\" for the null sender)" if opt == "--from" else ""),
+              file=sys.stderr)
+        return EXIT_USAGE
 
     try:
         with open(args.message, "rb") as fh:

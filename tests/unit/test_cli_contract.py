@@ -6,6 +6,7 @@ My Number in the clear in any output, even in an envelope address or a file name
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,38 @@ def test_scan_and_check_mask_a_number_in_the_file_name(site: Path, capsys, monke
     captured = capsys.readouterr()
     assert N1 not in captured.out + captured.err and "No such file" in captured.err
 
+
+
+@pytest.mark.parametrize("opt,addr", [("--to", "not an address"), ("--to", "@@"), ("--to", "x@ex ample.com"),
+                                      ("--from", "staff"), ("--from", N1)])
+def test_check_refuses_a_mistyped_address(site: Path, opt: str, addr: str, capsys) -> None:
+    msg = site / "m.eml"
+    msg.write_bytes(b"From: a@city.example.lg.jp\r\nTo: b@example.com\r\nSubject: x\r\n\r\nhello\r\n")
+    argv = {"--from": "a@city.example.lg.jp", "--to": "b@example.com"}
+    argv[opt] = addr
+    cmd = ["-c", str(site / "mailguard.toml"), "check", str(msg), "--from", argv["--from"], "--to", argv["--to"]]
+    assert main(cmd) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{opt} " in err and "is not an address" in err and N1 not in err
+    # The null sender (a bounce) is a real envelope sender.
+    cmd[cmd.index("--from") + 1] = ""
+    cmd[cmd.index("--to") + 1] = "b@example.com"
+    assert main(cmd) == EXIT_OK
+
+
+def test_output_into_a_closed_pipe_is_quiet(site: Path) -> None:
+    import subprocess
+    import sys
+
+    files = []
+    for i in range(50):
+        f = site / f"f{i}.txt"
+        f.write_text("hello\n")
+        files.append(str(f))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "mailguard", "-c", str(site / "mailguard.toml"), "scan", *files],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=site)
+    proc.stdout.close()  # `mailguard scan ... | head -0`
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "Exception ignored" not in err, err
