@@ -84,7 +84,8 @@ def _scrubbed(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
         return scrub(value)
     if isinstance(value, dict):
-        return {k: _scrubbed(v, k) for k, v in value.items()}
+        # Keys too: release-partial maps refused recipients (addresses) to replies.
+        return {scrub(k) if isinstance(k, str) else k: _scrubbed(v, k) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_scrubbed(v) for v in value]
     return value

@@ -118,3 +118,14 @@ def test_export_since_json_and_csv(log):
     assert "********9018@body" in rows[1]
     with pytest.raises(ValueError):
         parse_since("yesterday")
+
+
+def test_dict_keys_are_scrubbed_too(tmp_path):
+    """release-partial records {refused recipient: reply}; an address can hold a number."""
+    from mailguard.audit import AuditLog
+
+    log = AuditLog(tmp_path)
+    log.append("release-partial", refused={"123456789018@example.jp": "550 5.1.1 no such user"})
+    text = (tmp_path / "audit.jsonl").read_text(encoding="utf-8")
+    assert "123456789018" not in text and "********9018@example.jp" in text
+    assert log.verify().ok
