@@ -114,6 +114,8 @@ def _probe_dir(path: Path) -> None:
 
 def check_store(config: Any) -> Check:
     path = Path(config.store.path)
+    if path.exists() and not path.is_dir():
+        return Check("store", False, f"{path}: is not a directory (check store.path)")
     if not path.is_dir():
         return Check("store", False, f"{path}: does not exist (has `mailguard serve` ever run"
                      " with this config?)")

@@ -252,3 +252,11 @@ def test_output_into_a_closed_pipe_is_quiet(site: Path) -> None:
     err = proc.stderr.read().decode()
     proc.wait(timeout=120)
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_status_names_a_store_path_that_is_a_file(site: Path, capsys) -> None:
+    (site / "var").mkdir()
+    (site / "var" / "mailguard").write_text("not a directory")
+    assert main(["-c", str(site / "mailguard.toml"), "status"]) == EXIT_FAILED
+    out = capsys.readouterr().out
+    assert "is not a directory (check store.path)" in out and "has `mailguard serve` ever run" not in out
