@@ -96,6 +96,8 @@ class LimitsConfig:
     max_parts: int = 5000  # MIME parts plus archive members per message
     scan_timeout: float = 60.0  # seconds per message
     scan_workers: int = 2
+    max_findings: int = 1000  # findings kept per message for reports (persons stay exact)
+    max_worker_memory: int = 1024 * 1024 * 1024  # address space per scan worker; 0 = no cap
 
 
 @dataclass(frozen=True)

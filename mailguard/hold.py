@@ -174,11 +174,13 @@ class Notifier:
             return False  # a bounce: nobody to tell, and no loops
         from mailguard.upstream import send_message
 
-        data = build_notice(kind, held, sender=self.sender, reason=reason,
-                            expiry_hours=self.config.store.hold_expiry_hours)
         try:
+            data = build_notice(kind, held, sender=self.sender, reason=reason,
+                                expiry_hours=self.config.store.hold_expiry_hours)
             result = await send_message(self.config.upstream, self.sender, [held.mail_from], data)
-        except ForwardError as exc:
+        except Exception as exc:  # noqa: BLE001 - best effort: a notice never undoes a hold or reject
+            if not isinstance(exc, ForwardError):
+                exc = ForwardError(f"notice failed: {type(exc).__name__}")
             log.warning("notice_failed", id=held.id, kind=kind, error=str(exc))
             await asyncio.to_thread(self._audit_quietly, "notice", id=held.id, kind=kind,
                                     to=[held.mail_from], error=str(exc)[:300])
@@ -219,6 +221,23 @@ class Holder:
 
     async def hold(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Any,
                    *, mail_options: tuple[str, ...] | list[str] = ()) -> str:
+        # Shielded: once the store has begun, a cancellation (the client went
+        # away, SIGTERM's grace ran out) must not leave a message held with no
+        # log line and no notice; the write thread finishes regardless. aclose()
+        # waits for it. The client got no 250, so its retry may hold a second
+        # copy: a duplicate is acceptable, a silent hold is not.
+        task = asyncio.ensure_future(self._hold(mail_from, rcpt_tos, data, decision, mail_options))
+        self._tasks.add(task)
+        task.add_done_callback(self._hold_done)
+        return await asyncio.shield(task)
+
+    def _hold_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # mark it retrieved: a cancelled caller can no longer re-raise it
+
+    async def _hold(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Any,
+                    mail_options: Any) -> str:
         ev = _evidence(mail_from, rcpt_tos, data, decision)
         held = await asyncio.to_thread(self._hold_durably, mail_from, list(rcpt_tos), data, decision, ev,
                                        tuple(mail_options))
@@ -287,8 +306,13 @@ class Holder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry
             self._expiry = None
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+        # Holds in flight first (each may start a notice), then the notices.
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._tasks:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.wait(set(self._tasks), timeout=left)
 
 
 class Recorder:
