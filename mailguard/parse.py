@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import binascii
 import email
+import email.feedparser
 import email.message
 import email.policy
 import email.utils
@@ -34,18 +35,55 @@ DISPLAY_HEADERS = (
 MAX_NESTING = 50  # multipart inside multipart; deeper is hostile
 
 
-@dataclass
 class Part:
-    """One leaf of the MIME tree (multiparts are flattened away)."""
+    """One leaf of the MIME tree (multiparts are flattened away).
 
-    index: str  # "1", "2.1", ...
-    content_type: str  # declared, lower case
-    charset: str  # declared charset label or ""
-    filename: str  # decoded (RFC 2047/2231), "" when none
-    disposition: str  # "attachment", "inline" or ""
-    payload: bytes = b""  # transfer-decoded body
-    message: "Message | None" = None  # message/rfc822: the enclosed message
-    problems: list[str] = field(default_factory=list)
+    The body is transfer-decoded on first use of `payload` (not at parse time),
+    and `release()` drops it once extracted, so a message's decoded parts are
+    not all held at once.
+    """
+
+    __slots__ = ("index", "content_type", "charset", "filename", "disposition", "message",
+                 "problems", "_payload", "_raw", "_cte")
+
+    def __init__(self, index: str, content_type: str, charset: str, filename: str,
+                 disposition: str, payload: bytes = b"", message: "Message | None" = None,
+                 problems: list[str] | None = None, *, raw: str | None = None,
+                 cte: str = "") -> None:
+        self.index = index  # "1", "2.1", ...
+        self.content_type = content_type  # declared, lower case
+        self.charset = charset  # declared charset label or ""
+        self.filename = filename  # decoded (RFC 2047/2231), "" when none
+        self.disposition = disposition  # "attachment", "inline" or ""
+        self.message = message  # message/rfc822: the enclosed message
+        self.problems = problems if problems is not None else []
+        self._payload: bytes | None = None if raw is not None else payload
+        self._raw = raw  # the body as the parser kept it, before transfer decoding
+        self._cte = cte
+
+    @property
+    def payload(self) -> bytes:
+        """The transfer-decoded body (a decoding problem is added to `problems`)."""
+        if self._payload is None:
+            raw, self._raw = self._raw or "", None
+            raw_bytes = raw.encode("ascii", "surrogateescape")
+            del raw
+            self._payload, problem = decode_transfer(raw_bytes, self._cte)
+            if problem:
+                self.problems.append(problem)
+        return self._payload
+
+    @payload.setter
+    def payload(self, value: bytes) -> None:
+        self._payload, self._raw = value, None
+
+    def release(self) -> None:
+        """Drop the body (after extraction)."""
+        self._payload, self._raw = b"", None
+
+    def __repr__(self) -> str:
+        return (f"Part(index={self.index!r}, content_type={self.content_type!r}, "
+                f"filename={self.filename!r}, disposition={self.disposition!r})")
 
     @property
     def is_attachment(self) -> bool:
@@ -92,13 +130,26 @@ def _parse(data: bytes, budget: _Budget, depth: int, prefix: str) -> Message:
     if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM before the headers
         data = data[3:]
     try:
-        msg = email.message_from_bytes(data, policy=email.policy.compat32)
+        msg = _feed(data)
         return _from_email(msg, budget, depth, prefix)
     except RecursionError:
         pass
     # The parser could not build or walk the tree: keep the text, say so.
     part = Part(prefix + "1", "text/plain", "", "", "", payload=data)
     return Message([], [part], ["message structure could not be parsed"])
+
+
+FEED_CHUNK = 1 << 16
+
+
+def _feed(data: bytes) -> email.message.Message:
+    """email.message_from_bytes(data, policy=compat32), fed in chunks: the same
+    tree, without first decoding the whole message into one more str."""
+    parser = email.feedparser.BytesFeedParser(policy=email.policy.compat32)
+    view = memoryview(data)
+    for i in range(0, len(data), FEED_CHUNK):
+        parser.feed(bytes(view[i:i + FEED_CHUNK]))
+    return parser.close()
 
 
 def _from_email(msg: email.message.Message, budget: _Budget, depth: int, prefix: str) -> Message:
@@ -208,17 +259,16 @@ def _charset(node: email.message.Message) -> str:
 
 
 def _leaf(node: email.message.Message, index: str, ctype: str) -> list[Part]:
-    part = Part(index, ctype, _charset(node), _filename(node), _disposition(node))
     # The raw payload: compat32's get_payload() would already decode 8-bit text
-    # with the declared charset (lossily); we want the bytes.
+    # with the declared charset (lossily); we want the bytes, decoded when used.
     raw = node._payload  # noqa: SLF001 - stdlib attribute, stable since Python 3.2
     if isinstance(raw, list):  # a message/* we did not recognise as multipart
         raw = ""
-    raw_bytes = raw.encode("ascii", "surrogateescape") if isinstance(raw, str) else bytes(raw or b"")
+    if not isinstance(raw, str):
+        raw = bytes(raw or b"").decode("ascii", "surrogateescape")
     cte = str(node.get("content-transfer-encoding", "") or "").split(";", 1)[0].strip().lower()
-    part.payload, problem = decode_transfer(raw_bytes, cte)
-    if problem:
-        part.problems.append(problem)
+    part = Part(index, ctype, _charset(node), _filename(node), _disposition(node), raw=raw,
+                cte=cte)
     out = [part]
     if ctype.startswith("text/") and not part.filename:
         out.extend(_uuencoded_parts(part))

@@ -63,9 +63,15 @@ class ScanReport:
     persons: int = 0
     unscannable: tuple[Unscannable, ...] = ()
     attachments: tuple[Attachment, ...] = ()
+    # Additive. `findings` keeps at most limits.max_findings (the first found);
+    # these count over every finding, kept or not.
+    findings_total: int = 0  # findings before the cap
+    persons_high: int = 0  # distinct valid numbers at high confidence
+    numbers: int = 0  # distinct valid numbers at any confidence
 
 
 TIME_LIMIT_REASON = "scan time limit exceeded"
+MEMORY_LIMIT_REASON = "memory limit exceeded"
 # The cooperative deadline fires first so the worker can return partial
 # findings; the hard kill is the backstop for a library stuck in one call.
 SOFT_DEADLINE_FRACTION = 0.8
@@ -80,68 +86,133 @@ class Extraction:
     attachments: tuple[Attachment, ...]
 
 
-def _context(limits: LimitsConfig, deadline: float | None):
+def _context(limits: LimitsConfig, deadline: float | None, sink=None):
     from mailguard.extract import Context
 
     if deadline is None:
         deadline = time.monotonic() + limits.scan_timeout * SOFT_DEADLINE_FRACTION
-    return Context(limits, deadline)
+    return Context(limits, deadline, sink=sink)
 
 
-def _finish(ctx, timed_out: bool) -> Extraction:
+def _finish(ctx, stopped: str) -> Extraction:
+    try:
+        ctx.flush()
+    except MemoryError:
+        ctx.spans = []
+        stopped = stopped or MEMORY_LIMIT_REASON
     unscannable = list(ctx.unscannable)
-    if timed_out:
-        unscannable.append(Unscannable("message", TIME_LIMIT_REASON))
+    if stopped:
+        unscannable.append(Unscannable("message", stopped))
     return Extraction(tuple(ctx.spans), tuple(unscannable), tuple(ctx.attachments))
 
 
-def extract_message(data: bytes, limits: LimitsConfig, deadline: float | None = None) -> Extraction:
-    """Message bytes -> spans, unscannable items and attachments (no detection)."""
+def _run(ctx, extract) -> Extraction:
+    """Run one extraction; a deadline or memory failure keeps what was found so far."""
     from mailguard.extract import TimeUp
+
+    try:
+        extract()
+    except TimeUp:
+        return _finish(ctx, TIME_LIMIT_REASON)
+    except MemoryError:
+        # Outside any one attachment (the MIME parse itself, a giant body):
+        # the message is unscannable, never clean.
+        return _finish(ctx, MEMORY_LIMIT_REASON)
+    return _finish(ctx, "")
+
+
+def extract_message(data: bytes, limits: LimitsConfig, deadline: float | None = None,
+                    sink=None) -> Extraction:
+    """Message bytes -> spans, unscannable items and attachments (no detection).
+
+    With `sink` (additive), spans are handed to sink(list_of_spans) as they are
+    found instead of being returned (see extract.Context).
+    """
     from mailguard.extract.mail import extract_message as _extract
 
-    ctx = _context(limits, deadline)
-    try:
-        _extract(ctx, data)
-    except TimeUp:
-        return _finish(ctx, True)
-    return _finish(ctx, False)
+    ctx = _context(limits, deadline, sink)
+    return _run(ctx, lambda: _extract(ctx, data))
 
 
 def extract_document(data: bytes, name: str, limits: LimitsConfig,
-                     deadline: float | None = None) -> Extraction:
+                     deadline: float | None = None, sink=None) -> Extraction:
     """A bare document (not a message) -> spans under `file:<name>`."""
-    from mailguard.extract import TimeUp, clean_name, extract_blob
+    from mailguard.extract import clean_name, extract_blob
 
-    ctx = _context(limits, deadline)
-    try:
-        extract_blob(ctx, data, name, f"file:{clean_name(name)}", 0)
-    except TimeUp:
-        return _finish(ctx, True)
-    return _finish(ctx, False)
+    ctx = _context(limits, deadline, sink)
+    return _run(ctx, lambda: extract_blob(ctx, data, name, f"file:{clean_name(name)}", 0))
 
 
-def _report(extraction: Extraction, keywords: Iterable[str], negative: Iterable[str],
-            key: bytes | None) -> ScanReport:
-    from mailguard import detect
+_RANK = {"low": 0, "medium": 1, "high": 2}
 
-    result = detect.detect(extraction.spans, extra_keywords=keywords, extra_negative=negative,
-                           key=key)
-    return ScanReport(
-        findings=tuple(result.findings),
-        persons=result.persons,
-        unscannable=extraction.unscannable,
-        attachments=extraction.attachments,
-    )
+
+class Findings:
+    """Detection run batch by batch as extraction goes (the Context's sink).
+
+    Keeps the first `cap` findings for the report and, over every finding,
+    the best confidence of each distinct number (an int per number, not a
+    Finding), so persons stay exact however many findings are dropped. The
+    detector's list rule counts per group and the extraction hands each group
+    over whole, so detecting batch by batch finds what one call over all the
+    spans would, in the same order.
+    """
+
+    def __init__(self, cap: int, keywords: Iterable[str] = (), negative: Iterable[str] = (),
+                 key: bytes | None = None) -> None:
+        self.cap = max(0, cap)
+        self.keywords = tuple(keywords)
+        self.negative = tuple(negative)
+        self.key = key
+        self.kept: list[Any] = []
+        self.total = 0
+        self.best: dict[Any, int] = {}  # number (int) -> best rank
+
+    def __call__(self, spans: list[Any]) -> None:
+        from mailguard import detect
+
+        result = detect.detect(spans, extra_keywords=self.keywords, extra_negative=self.negative,
+                               key=self.key)
+        spans.clear()  # the caller's batch: free the texts before the next one
+        findings = result.findings
+        self.total += len(findings)
+        room = self.cap - len(self.kept)
+        if room > 0:
+            self.kept.extend(findings[:room])
+        best = self.best
+        rank = _RANK
+        for f in findings:
+            number = int(f.number) if f.number else f.fingerprint
+            r = rank.get(f.confidence, 0)
+            if best.get(number, -1) < r:
+                best[number] = r
+
+    def report(self, extraction: Extraction) -> ScanReport:
+        ranks = self.best.values()
+        return ScanReport(
+            findings=tuple(self.kept),
+            persons=sum(1 for r in ranks if r >= 1),
+            unscannable=extraction.unscannable,
+            attachments=extraction.attachments,
+            findings_total=self.total,
+            persons_high=sum(1 for r in ranks if r >= 2),
+            numbers=len(self.best),
+        )
+
+
+def _findings(limits: LimitsConfig, keywords: Iterable[str], negative: Iterable[str],
+              key: bytes | None) -> Findings:
+    return Findings(limits.max_findings, keywords, negative, key)
 
 
 def scan_message(data: bytes, limits: LimitsConfig, keywords: Iterable[str] = (),
-                 negative: Iterable[str] = (), key: bytes | None = None) -> ScanReport:
+                 negative: Iterable[str] = (), key: bytes | None = None,
+                 deadline: float | None = None) -> ScanReport:
     """Scan one message. Synchronous, no network; runs in a worker.
 
     `key` (additive) is the fingerprint HMAC key; None uses detect's per-process key.
     """
-    return _report(extract_message(data, limits), keywords, negative, key)
+    sink = _findings(limits, keywords, negative, key)
+    return sink.report(extract_message(data, limits, deadline, sink))
 
 
 def is_message(data: bytes) -> bool:
@@ -162,11 +233,12 @@ def scan_file(path: str | os.PathLike[str], limits: LimitsConfig, keywords: Iter
     if len(data) > limits.max_expanded_bytes:
         return ScanReport(unscannable=(Unscannable(f"file:{p.name}", "file larger than the "
                                                    "expanded size limit"),))
+    sink = _findings(limits, keywords, negative, key)
     if is_message(data):
-        extraction = extract_message(data, limits)
+        extraction = extract_message(data, limits, sink=sink)
     else:
-        extraction = extract_document(data, p.name, limits)
-    return _report(extraction, keywords, negative, key)
+        extraction = extract_document(data, p.name, limits, sink=sink)
+    return sink.report(extraction)
 
 
 def _worker_scan(data: bytes, limits: LimitsConfig, keywords: tuple[str, ...],
@@ -175,7 +247,19 @@ def _worker_scan(data: bytes, limits: LimitsConfig, keywords: tuple[str, ...],
     # worker is part of the message's budget.
     elapsed = time.time() - started
     deadline = time.monotonic() + max(0.0, limits.scan_timeout * SOFT_DEADLINE_FRACTION - elapsed)
-    return _report(extract_message(data, limits, deadline), keywords, negative, key)
+    return scan_message(data, limits, keywords, negative, key, deadline)
+
+
+def _worker_init(max_memory: int) -> None:
+    """Cap the worker's address space: a hostile file then costs a MemoryError
+    (an unscannable item), not the machine."""
+    if max_memory > 0:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            max_memory = min(max_memory, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (max_memory, hard))
 
 
 class Scanner:
@@ -201,7 +285,8 @@ class Scanner:
         if self._pool is None:
             ctx = multiprocessing.get_context("forkserver")
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=max(1, self.limits.scan_workers), mp_context=ctx)
+                max_workers=max(1, self.limits.scan_workers), mp_context=ctx,
+                initializer=_worker_init, initargs=(self.limits.max_worker_memory,))
             self._generation += 1
         return self._pool
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from mailguard.config import LimitsConfig
@@ -27,13 +29,17 @@ from mailguard.detect import Span
 from mailguard.log import scrub
 from mailguard.scan import Attachment, Unscannable
 
-RATIO_GRACE = 1 << 20
+RATIO_GRACE = 1 << 20  # the expansion ratio applies once a member passes 1 MiB
 _NOT_DIGIT = re.compile(r"[^0-9\uff10-\uff19]")
 
 
 def may_hold_number(text: str) -> bool:
     """A table cell with fewer than 12 digits cannot hold a candidate; skip its span."""
-    return len(text) >= 12 and len(_NOT_DIGIT.sub("", text)) >= 12  # the expansion ratio applies once a member passes 1 MiB
+    if len(text) < 12:
+        return False
+    if text.isascii() and text.isdigit():  # the common numeric cell
+        return True
+    return len(_NOT_DIGIT.sub("", text)) >= 12
 
 
 class Unreadable(Exception):
@@ -48,8 +54,21 @@ class TimeUp(Exception):
     """The per-message scan time ran out (cooperative check)."""
 
 
+FLUSH_SPANS = 2000  # ungrouped spans handed to the sink in batches of about this many
+
+
 @dataclass
 class Context:
+    """Extraction state for one message or document.
+
+    Without a `sink`, every span stays in `spans` (tests, bench, ground truth).
+    With one, spans are handed to `sink(list_of_spans)` as extraction goes, so
+    detection runs item by item and a message's spans are never all held at
+    once. A group (one sheet, one CSV, one table) is handed over whole, never
+    split, because the detector's list rule counts per group; spans outside
+    groups go in batches of about FLUSH_SPANS, in the order they were found.
+    """
+
     limits: LimitsConfig
     deadline: float = float("inf")
     spans: list[Span] = field(default_factory=list)
@@ -58,6 +77,8 @@ class Context:
     expanded: int = 0
     parts: int = 0
     all_cells: bool = False  # keep table cells without 12 digits too (ground-truth tests)
+    sink: Callable[[list[Span]], None] | None = None
+    open_groups: int = 0
 
     def keep_cell(self, value: str) -> bool:
         return self.all_cells or may_hold_number(value)
@@ -65,6 +86,34 @@ class Context:
     def add_text(self, text: str, location: str, header: str = "", group: str = "") -> None:
         if text and not text.isspace():
             self.spans.append(Span(text, location, header, group))
+            if self.sink is not None and not self.open_groups and len(self.spans) >= FLUSH_SPANS:
+                self.flush()
+
+    @contextmanager
+    def group(self):
+        """Spans added inside belong to one group: handed to the sink together."""
+        self.open_groups += 1
+        try:
+            yield
+        finally:
+            self.open_groups -= 1
+        # Not on an exception: the spans stay pending for the final flush.
+        if self.sink is not None and not self.open_groups and len(self.spans) >= FLUSH_SPANS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the pending spans to the sink (no-op without one).
+
+        If the sink fails (MemoryError), the spans stay pending, so no span is
+        dropped undetected; the caller reports the failure.
+        """
+        if self.sink is not None and self.spans:
+            spans, self.spans = self.spans, []
+            try:
+                self.sink(spans)
+            except BaseException:
+                self.spans[:0] = spans
+                raise
 
     def add_unscannable(self, location: str, reason: str) -> None:
         item = Unscannable(location, reason)

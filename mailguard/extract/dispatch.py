@@ -12,7 +12,7 @@ import zlib
 
 from mailguard.extract import Context, TimeUp, Unreadable, clean_name
 from mailguard.extract.sniff import real_type
-from mailguard.scan import Attachment
+from mailguard.scan import MEMORY_LIMIT_REASON, Attachment
 
 
 def extract_blob(ctx: Context, data: bytes, name: str, location: str, depth: int) -> None:
@@ -27,8 +27,12 @@ def extract_blob(ctx: Context, data: bytes, name: str, location: str, depth: int
         return
     try:
         _read(ctx, data, kind, mime, name, location, depth)
-    except (TimeUp, MemoryError):
+    except TimeUp:
         raise
+    except MemoryError:
+        # The worker's memory cap (limits.max_worker_memory) or the machine's:
+        # what this item allocated is freed by now, so report it and go on.
+        ctx.add_unscannable(location, MEMORY_LIMIT_REASON)
     except Unreadable as exc:
         ctx.add_unscannable(location, exc.reason)
     except RecursionError:

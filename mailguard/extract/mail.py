@@ -40,35 +40,46 @@ def extract_parsed(ctx: Context, msg: Message, prefix: str, depth: int) -> None:
         ctx.add_unscannable(prefix or "message", problem)
     used: dict[str, int] = {}
     for part in msg.parts:
-        ctx.check_time()
-        ctx.parts += 1
-        if ctx.parts > ctx.limits.max_parts:
-            ctx.add_unscannable(prefix or "message", f"more than {ctx.limits.max_parts} parts or members")
-            return
-        if part.is_attachment:
-            name = part.filename or _default_name(part)
-            shown = clean_name(name)
-            used[shown] = used.get(shown, 0) + 1
-            if used[shown] > 1:
-                shown = f"{shown}[{used[shown]}]"
-            location = _loc(prefix, f"attachment:{shown}")
-            for problem in part.problems:
-                ctx.add_unscannable(location, problem)
-            if part.message is not None:
-                ctx.add_text(name, location + "#name")
-                from mailguard.scan import Attachment
+        try:
+            if not _extract_part(ctx, part, prefix, depth, used):
+                return
+        finally:
+            part.release()  # one decoded part at a time
 
-                ctx.attachments.append(Attachment(clean_name(name), "message/rfc822", location, 0))
-                if depth + 1 > ctx.limits.max_depth:
-                    ctx.add_unscannable(location, f"nested deeper than {ctx.limits.max_depth} levels")
-                else:
-                    extract_parsed(ctx, part.message, location, depth + 1)
-            elif part.content_type.startswith("message/") and not part.payload.strip():
-                ctx.add_text(name, location + "#name")
-            else:
-                extract_blob(ctx, part.payload, name, location, depth)
+
+def _extract_part(ctx: Context, part: Part, prefix: str, depth: int, used: dict[str, int]) -> bool:
+    """One leaf of a message; False once the parts limit stops the message."""
+    ctx.check_time()
+    ctx.parts += 1
+    if ctx.parts > ctx.limits.max_parts:
+        ctx.add_unscannable(prefix or "message", f"more than {ctx.limits.max_parts} parts or members")
+        return False
+    if not part.is_attachment:
+        _extract_body(ctx, part, _loc(prefix, "body"), depth)
+        return True
+    name = part.filename or _default_name(part)
+    shown = clean_name(name)
+    used[shown] = used.get(shown, 0) + 1
+    if used[shown] > 1:
+        shown = f"{shown}[{used[shown]}]"
+    location = _loc(prefix, f"attachment:{shown}")
+    payload = part.payload if part.message is None else b""  # decoding may add a problem
+    for problem in part.problems:
+        ctx.add_unscannable(location, problem)
+    if part.message is not None:
+        ctx.add_text(name, location + "#name")
+        from mailguard.scan import Attachment
+
+        ctx.attachments.append(Attachment(clean_name(name), "message/rfc822", location, 0))
+        if depth + 1 > ctx.limits.max_depth:
+            ctx.add_unscannable(location, f"nested deeper than {ctx.limits.max_depth} levels")
         else:
-            _extract_body(ctx, part, _loc(prefix, "body"), depth)
+            extract_parsed(ctx, part.message, location, depth + 1)
+    elif part.content_type.startswith("message/") and not payload.strip():
+        ctx.add_text(name, location + "#name")
+    else:
+        extract_blob(ctx, payload, name, location, depth)
+    return True
 
 
 def _default_name(part: Part) -> str:
@@ -81,9 +92,9 @@ def _extract_body(ctx: Context, part: Part, location: str, depth: int) -> None:
     """An inline text part. Bytes that are really something else are read as such."""
     from mailguard.extract import text
 
+    data = part.payload  # decoding may add a problem
     for problem in part.problems:
         ctx.add_unscannable(location, problem)
-    data = part.payload
     if b"\x00" in data[:4096] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
         _mime, kind = real_type(data)
         if kind not in ("text", "html"):

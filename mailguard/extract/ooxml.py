@@ -34,14 +34,32 @@ from mailguard.extract.text import add_table, column_letter
 
 SKIP = frozenset(("rPh", "rt", "Fallback", "instrText", "delInstrText", "phoneticPr"))
 RUN_TEXT = frozenset(("t", "delText"))
+_NOT_PLAIN = SKIP | RUN_TEXT | {"tab", "br", "cr"}
 _XESC = re.compile(r"_x([0-9A-Fa-f]{4})_")
 _CELL_REF = re.compile(r"([A-Za-z]{1,3})(\d+)")
 
 
+_LOCAL: dict[str, str] = {}
+
+
 def _local(tag) -> str:
+    try:
+        return _LOCAL[tag]
+    except (KeyError, TypeError):
+        pass
     if not isinstance(tag, str):
         return ""  # comments, processing instructions
-    return tag.rsplit("}", 1)[-1]
+    local = tag.rsplit("}", 1)[-1]
+    if len(_LOCAL) < 10_000:  # hostile XML may use endless distinct names
+        _LOCAL[tag] = local
+    return local
+
+
+def _unescape(text: str) -> str:
+    """OOXML's _xHHHH_ escapes -> characters."""
+    if "_x" not in text:
+        return text
+    return _XESC.sub(lambda m: chr(int(m.group(1), 16)), text)
 
 
 def _iterparse(data: bytes, events=("end",), tag=None):
@@ -55,6 +73,11 @@ _SHEET_TAGS = tuple("{*}" + t for t in ("row", "c", "oddHeader", "oddFooter", "e
 
 def gather_text(el) -> str:
     """Text of the run-text descendants of el, skipping furigana and fallbacks."""
+    if len(el) == 1 and _local(el.tag) not in _NOT_PLAIN:
+        # fast path: <si><t>text</t></si>, the usual shared string
+        child = el[0]
+        if not len(child) and _local(child.tag) in RUN_TEXT:
+            return _unescape(child.text or "")
     out: list[str] = []
     stack = [el]
     while stack:
@@ -70,12 +93,14 @@ def gather_text(el) -> str:
         elif tag in ("br", "cr"):
             out.append("\n")
         stack.extend(reversed(node))
-    return _XESC.sub(lambda m: chr(int(m.group(1), 16)), "".join(out))
+    return _unescape("".join(out))
 
 
 def exact_number(raw: str) -> str:
     """A stored numeric cell value -> its exact digits (no float rounding, no exponent)."""
     raw = raw.strip()
+    if raw.isascii() and raw.isdigit() and len(raw) <= 30:  # the usual integer cell
+        return str(int(raw))
     try:
         d = Decimal(raw)
     except InvalidOperation:
@@ -186,6 +211,14 @@ def extract_xlsx(ctx: Context, data: bytes, location: str, depth: int) -> None:
 
 
 def _read_sheet(ctx: Context, xml: bytes, shared: list[str], sheet_loc: str) -> None:
+    with ctx.group():  # one group per sheet: handed to detection whole
+        _read_sheet_cells(ctx, xml, shared, sheet_loc)
+
+
+def _read_sheet_cells(ctx: Context, xml: bytes, shared: list[str], sheet_loc: str) -> None:
+    keep = ctx.keep_cell
+    add = ctx.add_text
+    prefix = sheet_loc + "!"
     header: dict[int, str] | None = None
     first_row: dict[int, str] | None = None
     row_no, col_no = 0, -1
@@ -208,7 +241,7 @@ def _read_sheet(ctx: Context, xml: bytes, shared: list[str], sheet_loc: str) -> 
             else:
                 col_no += 1
             value, is_text = _cell_value(el, shared)
-            if value and (is_text or header is None or ctx.keep_cell(value)):
+            if value and (is_text or header is None or keep(value)):
                 row_cells.append((col_no, value, is_text))
             el.clear()
         elif tag == "row":
@@ -221,15 +254,13 @@ def _read_sheet(ctx: Context, xml: bytes, shared: list[str], sheet_loc: str) -> 
                 elif first_row is None:
                     first_row = {c: v.strip() for c, v, _ in row_cells}
                 for c, v, _ in row_cells:
-                    if ctx.keep_cell(v):
-                        ctx.add_text(v, f"{sheet_loc}!{column_letter(c)}{row_no}", "", sheet_loc)
+                    if keep(v):
+                        add(v, f"{prefix}{column_letter(c)}{row_no}", "", sheet_loc)
             else:
                 cols = header or first_row or {}
                 for c, v, _ in row_cells:
-                    if not ctx.keep_cell(v):
-                        continue
-                    ctx.add_text(v, f"{sheet_loc}!{column_letter(c)}{row_no}", cols.get(c, ""),
-                                 sheet_loc)
+                    if keep(v):
+                        add(v, f"{prefix}{column_letter(c)}{row_no}", cols.get(c, ""), sheet_loc)
             row_cells = []
             el.clear()
             parent = el.getparent()
@@ -267,7 +298,7 @@ def _cell_value(el, shared: list[str]) -> tuple[str, bool]:
     if ctype == "inlineStr":
         return inline or v or "", True
     if ctype in ("str", "e", "d"):
-        return _XESC.sub(lambda m: chr(int(m.group(1), 16)), v or ""), True
+        return _unescape(v or ""), True
     if ctype == "b":
         return "", False
     return (exact_number(v) if v else ""), False

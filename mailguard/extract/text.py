@@ -26,6 +26,12 @@ MAX_CSV_CELLS = 2_000_000
 
 def column_letter(index: int) -> str:
     """0 -> A, 25 -> Z, 26 -> AA."""
+    if 0 <= index < len(_LETTERS):
+        return _LETTERS[index]
+    return _column_letter(index)
+
+
+def _column_letter(index: int) -> str:
     out = ""
     index += 1
     while index:
@@ -34,10 +40,21 @@ def column_letter(index: int) -> str:
     return out
 
 
+_LETTERS = tuple(_column_letter(i) for i in range(26 * 27))  # A .. ZZ
+
+
 def add_table(ctx: Context, rows, location: str, sep: str = "!") -> None:
     """Cells -> spans; the first non-empty row is the header of its columns."""
+    with ctx.group():
+        _add_table(ctx, rows, location, sep)
+
+
+def _add_table(ctx: Context, rows, location: str, sep: str) -> None:
     header: list[str] | None = None
     cells = 0
+    keep = ctx.keep_cell
+    add = ctx.add_text
+    prefix = location + sep
     for r, row in enumerate(rows, 1):
         if r % 1000 == 0:
             ctx.check_time()
@@ -45,18 +62,18 @@ def add_table(ctx: Context, rows, location: str, sep: str = "!") -> None:
             if any(c.strip() for c in row):
                 header = [c.strip() for c in row]
                 for c, value in enumerate(row):
-                    if ctx.keep_cell(value):
-                        ctx.add_text(value, f"{location}{sep}{column_letter(c)}{r}", "", location)
+                    if keep(value):
+                        add(value, f"{prefix}{column_letter(c)}{r}", "", location)
             continue
         for c, value in enumerate(row):
-            if not value or not ctx.keep_cell(value):
+            if not value or not keep(value):
                 continue
             cells += 1
             if cells > MAX_CSV_CELLS:
                 ctx.add_unscannable(location, f"more than {MAX_CSV_CELLS} cells")
                 return
             col_header = header[c] if c < len(header) else ""
-            ctx.add_text(value, f"{location}{sep}{column_letter(c)}{r}", col_header, location)
+            add(value, f"{prefix}{column_letter(c)}{r}", col_header, location)
 
 
 def looks_like_csv(text: str, name: str, mime: str) -> bool:
