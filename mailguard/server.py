@@ -59,9 +59,15 @@ class Services:
         await self.pool.close()
 
 
-def build_services(config: Config) -> Services:
+def build_services(config: Config, *, recover: bool = True) -> Services:
     """Build every service from one config. Raises (ConfigError, PolicyError, ...)
-    when something is wrong, so a reload can refuse it and keep the old ones."""
+    when something is wrong, so a reload can refuse it and keep the old ones.
+
+    ``recover`` runs the store's crash recovery (serve's start). A SIGHUP reload
+    skips it: nothing crashed, and recovery beside this process's own holds in
+    flight could take a temporary file in the instant between its O_EXCL create
+    and its flock (that hold would then 451), while blocking the event loop
+    for a scan of the whole store."""
     pipeline = Pipeline(config)
     pool = UpstreamPool(config.upstream, local_hostname=local_hostname(config))
     # The hold store (issue 6): recovery first (safe beside a running CLI: it only
@@ -69,7 +75,8 @@ def build_services(config: Config) -> Services:
     from mailguard.hold import Holder, Recorder
 
     holder = Holder(config)
-    holder.recover()
+    if recover:
+        holder.recover()
     holder.start()
     return Services(pipeline=pipeline, pool=pool, holder=holder, recorder=Recorder(config, holder.audit))
 
@@ -164,7 +171,7 @@ class App:
         """Re-read the config file and rebuild the services; keep the old on error."""
         try:
             config = load_config(self.config_path)
-            services = build_services(config)
+            services = build_services(config, recover=False)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the running config
             log.error("reload_refused", error=type(exc).__name__, reason=str(exc)[:400])
             return False

@@ -138,3 +138,15 @@ async def test_held_message_keeps_its_mail_parameters_for_release(start_relay, u
     [m] = [m for m in upstream.messages if m.data == body]
     assert m.mail_from == "送信者@市役所.example" and m.rcpt_tos == ["受信者@example.jp"]
     assert {"SMTPUTF8", "BODY=8BITMIME"} <= set(m.mail_options)
+
+
+async def test_sighup_reload_does_not_run_store_recovery_beside_live_holds(start_relay, upstream, tmp_path):
+    """Recovery takes unlocked temporary files; during traffic one of this
+    process's own holds can be in its create-then-lock instant. Only start recovers."""
+    h = await start_relay(pipeline=None, store_path=tmp_path / "store")
+    in_flight = tmp_path / "store" / "tmp" / "abcdefghjkmnpqrs.1.1.tmp"
+    in_flight.write_bytes(b"being written")
+    assert h.app.reload()
+    assert in_flight.exists()
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=h.port, start_tls=False) as c:
+        await c.sendmail("s@x.test", ["a@city.example.lg.jp"], MSG)
