@@ -6,6 +6,8 @@ import asyncio
 
 import aiosmtplib
 
+from conftest import REPO
+
 OK, TEMPFAIL = 250, 451
 
 MSG = (
@@ -143,7 +145,8 @@ async def test_held_message_keeps_its_mail_parameters_for_release(start_relay, u
 async def test_sighup_reload_does_not_run_store_recovery_beside_live_holds(start_relay, upstream, tmp_path):
     """Recovery takes unlocked temporary files; during traffic one of this
     process's own holds can be in its create-then-lock instant. Only start recovers."""
-    h = await start_relay(pipeline=None, store_path=tmp_path / "store")
+    h = await start_relay(pipeline=None, store_path=tmp_path / "store", policy_dir=REPO / "policies",
+                          organisation={"internal_domains": ["city.example.lg.jp"]})
     in_flight = tmp_path / "store" / "tmp" / "abcdefghjkmnpqrs.1.1.tmp"
     in_flight.write_bytes(b"being written")
     assert h.app.reload()
