@@ -525,13 +525,22 @@ class Relay:
                 else:
                     outcome, status = "held", replies.reply("held", hold_id=hold_id)
 
-        log.info(
-            {"tempfail": "tempfailed"}.get(outcome, outcome), **fields, decision=decision.action, rule=decision.rule,
-            upstream=upstream_reply, reply=status.split("\r\n")[-1][:120], hold_id=hold_id,
-            duration_ms=round((time.monotonic() - conv.started) * 1000, 1),
-        )
+        # The outcome is final now (the upstream or the store has the message):
+        # bookkeeping that fails must not turn a delivered 250 into a 451, which
+        # would make the client send it again.
+        try:
+            log.info(
+                {"tempfail": "tempfailed"}.get(outcome, outcome), **fields, decision=decision.action,
+                rule=decision.rule, upstream=upstream_reply, reply=status.split("\r\n")[-1][:120],
+                hold_id=hold_id, duration_ms=round((time.monotonic() - conv.started) * 1000, 1),
+            )
+        except Exception:  # noqa: BLE001
+            pass
         await self._record(mail_from, rcpt_tos, len(data), decision, outcome, status, hold_id)
-        metrics.observe_transaction(outcome, status, time.monotonic() - data_done)
+        try:
+            metrics.observe_transaction(outcome, status, time.monotonic() - data_done)
+        except Exception as exc:  # noqa: BLE001
+            log.error("internal_error", stage="metrics", error=type(exc).__name__)
         return status
 
     async def _inspect(self, mail_from: str, rcpt_tos: list[str], data: bytes) -> Decision:

@@ -153,3 +153,18 @@ async def test_sighup_reload_does_not_run_store_recovery_beside_live_holds(start
     assert in_flight.exists()
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=h.port, start_tls=False) as c:
         await c.sendmail("s@x.test", ["a@city.example.lg.jp"], MSG)
+
+
+async def test_bookkeeping_failure_after_upstream_250_keeps_the_250(relay, upstream, monkeypatch):
+    """After the upstream took the message, a failing metric or log call must not
+    answer 451 (the client would resend: a duplicate)."""
+    from mailguard import metrics
+
+    def broken(*a, **kw):
+        raise RuntimeError("metrics backend broke")
+
+    monkeypatch.setattr(metrics, "observe_transaction", broken)
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.port, start_tls=False) as c:
+        errors, reply = await c.sendmail("s@x.test", ["a@example.com"], MSG)
+    assert errors == {} and reply.startswith("2.0.0")
+    assert len(upstream.messages) == 1
