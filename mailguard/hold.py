@@ -423,7 +423,8 @@ async def release_message(config: Any, store: Store, audit: AuditLog, hold_id: s
 
 
 async def reject_message(config: Any, store: Store, audit: AuditLog, hold_id: str,
-                         operator: str, reason: str) -> HeldMessage:
+                         operator: str, reason: str) -> tuple[HeldMessage, bool]:
+    """Reject a held message; returns it and whether the sender's notice was accepted upstream."""
     reason = safe_reason(reason)
     with store.locked(hold_id) as held:
         if held.state != HELD:
@@ -431,8 +432,8 @@ async def reject_message(config: Any, store: Store, audit: AuditLog, hold_id: st
         done = store.finish(hold_id, REJECTED, operator, reason)
         audit.append("reject", operator=operator, reason=reason, **_audit_fields(done))
     log.info("rejected", id=hold_id)
-    await Notifier(config, audit).send(REJECTED_NOTICE, done, reason=reason)
-    return done
+    notified = await Notifier(config, audit).send(REJECTED_NOTICE, done, reason=reason)
+    return done, notified
 
 
 def expire_message(store: Store, audit: AuditLog, hold_id: str, operator: str) -> HeldMessage:

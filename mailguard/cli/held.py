@@ -180,9 +180,17 @@ def run_reject(args: argparse.Namespace, config: Any) -> int:
     from mailguard.hold import reject_message
 
     store, audit = _open(config)
-    asyncio.run(reject_message(config, store, audit, args.id, _operator(), args.reason))
-    print(f"{args.id}: rejected; the sender was notified" if config.store.notify_sender
-          else f"{args.id}: rejected")
+    done, notified = asyncio.run(reject_message(config, store, audit, args.id, _operator(), args.reason))
+    if notified:
+        print(f"{args.id}: rejected; the sender was notified")
+    elif not config.store.notify_sender or not done.mail_from or done.mail_from == "<>":
+        print(f"{args.id}: rejected (no notice: notices are off or the sender is empty)")
+    else:
+        # The rejection stands (it is in the store and the audit log); only the
+        # courtesy notice failed, so the admin must tell the sender another way.
+        print(f"{args.id}: rejected, but the notice to the sender could not be sent "
+              "(see the log and `mailguard audit export`); please tell the sender yourself",
+              file=sys.stderr)
     return EXIT_OK
 
 

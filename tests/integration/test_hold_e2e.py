@@ -170,6 +170,16 @@ def test_reject_notifies_the_sender_and_never_delivers(env):
     assert sink.to(EXTERNAL) == []
 
 
+def test_reject_with_the_upstream_down_says_the_sender_was_not_notified(env):
+    cfg, srv, sink = env
+    hold_id, _ = hold_one(srv)
+    sink.stop()
+    r = cli(cfg, "held", "reject", hold_id, "--reason", "wrong list")
+    assert r.returncode == EXIT_OK, r.stderr  # the rejection itself stands
+    assert held_list(cfg, "rejected")[0]["id"] == hold_id
+    assert b"notified" not in r.stdout and b"could not be sent" in r.stderr
+
+
 def test_expiry_notifies_the_sender_and_never_releases(tmp_path, sink):
     cfg = write_config(tmp_path, sink.port, expiry_hours=0.0005)  # 1.8 s
     srv = Serve(cfg, tmp_path / "serve.log").start()
