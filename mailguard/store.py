@@ -219,6 +219,7 @@ class Store:
         self.messages = self.path / "messages"
         self.tmp = self.path / "tmp"
         self._lock = threading.RLock()
+        self._lock_fds: dict[str, list[int]] = {}  # hold id -> flocked fds of a locked() block
         try:
             for d in (self.path, self.messages, self.tmp):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -403,18 +404,34 @@ class Store:
         """
         path = self.message_path(hold_id)
         self.get(hold_id)  # NotFound before touching the file system
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise NotFound(f"the message file of {hold_id} is gone (purged?)") from None
-        try:
+        while True:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise NotFound(f"the message file of {hold_id} is gone (purged?)") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
+                os.close(fd)
                 raise StoreError(f"{hold_id} is busy: another mailguard process is working on it") from None
+            # narrow_recipients() renames a new file over the path: a lock won on
+            # the replaced inode guards nothing, so take the current one instead.
+            try:
+                current = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        with self._lock:
+            self._lock_fds[hold_id] = [fd]
+        try:
             yield self.get(hold_id)
         finally:
-            os.close(fd)
+            with self._lock:
+                fds = self._lock_fds.pop(hold_id, [fd])
+            for f in fds:
+                os.close(f)
 
     # -- state changes (call with the message locked) ---------------------------
 
@@ -444,7 +461,8 @@ class Store:
         """After a partial release: keep only ``remaining`` in the stored envelope.
 
         Rewritten the durable way (tmp, fsync, rename, fsync dir); the caller holds
-        the old file's lock and the new file is locked before it replaces it.
+        the old file's lock (``locked``) and the new file is locked before it
+        replaces it and stays locked until the caller's ``locked`` block ends.
         """
         envelope, data = self.read_message(hold_id)
         env = {"mail_from": envelope.mail_from, "rcpt_tos": list(remaining),
@@ -457,8 +475,15 @@ class Store:
             os.fsync(fd)
             os.rename(tmp, self.message_path(hold_id))
             _fsync_dir(self.messages)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        with self._lock:
+            held_fds = self._lock_fds.get(hold_id)
+            if held_fds is None:
+                os.close(fd)  # not inside locked(): nothing to keep it for
+            else:
+                held_fds.append(fd)
         with self._write() as db:
             db.execute("UPDATE held SET updated = ? WHERE id = ?", (now_iso(), hold_id))
 

@@ -147,6 +147,21 @@ def test_partial_release_narrows_the_stored_envelope(store):
     assert stat.S_IMODE(store.message_path(held.id).stat().st_mode) == 0o600
 
 
+def test_narrowed_message_stays_locked_until_the_block_ends(store, tmp_path):
+    held = add(store)
+    other = Store(tmp_path / "store")  # a second process's view: its own open files
+    try:
+        with store.locked(held.id):
+            store.narrow_recipients(held.id, ["c@example.org"])
+            with pytest.raises(StoreError, match="busy"):
+                with other.locked(held.id):
+                    pass
+        with other.locked(held.id) as h:
+            assert h.id == held.id
+    finally:
+        other.close()
+
+
 def test_purge_deletes_only_finished_files(store):
     held, done = add(store), add(store)
     with store.locked(done.id):
