@@ -221,9 +221,10 @@ def _read_sheet_cells(ctx: Context, xml: bytes, shared: list[str], sheet_loc: st
     prefix = sheet_loc + "!"
     header: dict[int, str] | None = None
     first_row: dict[int, str] | None = None
-    row_no, col_no = 0, -1
-    row_cells: list[tuple[int, str, bool]] = []  # (column, value, is_text)
-    for n, (event, el) in enumerate(_iterparse(xml, ("start", "end"), _SHEET_TAGS)):
+    row_no, col_no, rows = 0, -1, 0
+    row_cells: list[tuple[int, str, bool, bool]] = []  # (column, value, is_text, kept)
+    cell_ref = _CELL_REF.fullmatch
+    for event, el in _iterparse(xml, ("start", "end"), _SHEET_TAGS):
         tag = _local(el.tag)
         if event == "start":
             if tag == "row":
@@ -233,7 +234,7 @@ def _read_sheet_cells(ctx: Context, xml: bytes, shared: list[str], sheet_loc: st
             continue
         if tag == "c":
             ref = el.get("r")
-            m = _CELL_REF.fullmatch(ref) if ref else None
+            m = cell_ref(ref) if ref else None
             if m:
                 col_no = _column_index(m.group(1))
                 if not row_no:
@@ -241,25 +242,28 @@ def _read_sheet_cells(ctx: Context, xml: bytes, shared: list[str], sheet_loc: st
             else:
                 col_no += 1
             value, is_text = _cell_value(el, shared)
-            if value and (is_text or header is None or keep(value)):
-                row_cells.append((col_no, value, is_text))
+            if value:
+                kept = keep(value)
+                if is_text or header is None or kept:
+                    row_cells.append((col_no, value, is_text, kept))
             el.clear()
         elif tag == "row":
-            if n % 2000 == 0:
+            rows += 1
+            if rows % 2000 == 0:
                 ctx.check_time()
             if header is None and row_cells:
                 texts = [c for c in row_cells if c[2]]
                 if len(texts) >= 2:
-                    header = {c: v.strip() for c, v, _ in row_cells}
+                    header = {c: v.strip() for c, v, _, _ in row_cells}
                 elif first_row is None:
-                    first_row = {c: v.strip() for c, v, _ in row_cells}
-                for c, v, _ in row_cells:
-                    if keep(v):
+                    first_row = {c: v.strip() for c, v, _, _ in row_cells}
+                for c, v, _, kept in row_cells:
+                    if kept:
                         add(v, f"{prefix}{column_letter(c)}{row_no}", "", sheet_loc)
             else:
                 cols = header or first_row or {}
-                for c, v, _ in row_cells:
-                    if keep(v):
+                for c, v, _, kept in row_cells:
+                    if kept:
                         add(v, f"{prefix}{column_letter(c)}{row_no}", cols.get(c, ""), sheet_loc)
             row_cells = []
             el.clear()
@@ -273,10 +277,18 @@ def _read_sheet_cells(ctx: Context, xml: bytes, shared: list[str], sheet_loc: st
             ctx.add_text(text, f"{sheet_loc}/{tag}")
 
 
+_COLUMNS: dict[str, int] = {}
+
+
 def _column_index(letters: str) -> int:
+    try:
+        return _COLUMNS[letters]
+    except KeyError:
+        pass
     n = 0
     for ch in letters.upper():
         n = n * 26 + (ord(ch) - 64)
+    _COLUMNS[letters] = n - 1  # at most 3 letters (_CELL_REF): a bounded table
     return n - 1
 
 

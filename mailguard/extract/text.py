@@ -55,6 +55,7 @@ def _add_table(ctx: Context, rows, location: str, sep: str) -> None:
     keep = ctx.keep_cell
     add = ctx.add_text
     prefix = location + sep
+    shortest = 1 if ctx.all_cells else 12  # a shorter cell cannot hold 12 digits
     for r, row in enumerate(rows, 1):
         if r % 1000 == 0:
             ctx.check_time()
@@ -66,7 +67,7 @@ def _add_table(ctx: Context, rows, location: str, sep: str) -> None:
                         add(value, f"{prefix}{column_letter(c)}{r}", "", location)
             continue
         for c, value in enumerate(row):
-            if not value or not keep(value):
+            if len(value) < shortest or not keep(value):
                 continue
             cells += 1
             if cells > MAX_CSV_CELLS:
