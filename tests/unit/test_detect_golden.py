@@ -124,8 +124,26 @@ def test_bench_corpora_unchanged(corpora):
         for i, row in enumerate(rows[1:]) for j, cell in enumerate(row.split(","))
     ]
     got["cells"] = digest(detect(cells, key=KEY))
+    got["long lists"] = digest(detect([Span(text, f"long{i}") for i, text in enumerate(long_lists())], key=KEY))
     for name, want in BENCH_DIGESTS.items():
         assert got[name] == want, f"detector output changed on the bench corpus {name}: {got[name]}"
+
+
+def long_lists() -> list[str]:
+    """Long digit-dense texts, where keyword search runs over the whole text:
+    Japanese rows with context words in some, and English rows (common
+    letters everywhere) with words in most."""
+    rnd = random.Random(7)
+    words = ["", "", "", "個人番号 ", "マイナンバー：", "伝票番号 ", "TEL ", "Tel. ", "order no. ", "my number: ",
+             "ＭＹ　ＮＵＭＢＥＲ ", "individual number card ", "電話番号", "hotel ", "border "]
+    japanese, sparse, english = [], [], []
+    for i in range(12000):
+        n = my_number(rnd) if rnd.random() < 0.9 else f"{rnd.randrange(10**12):012d}"
+        japanese.append(f"{i},山田 太郎,{rnd.choice(words)}{n},{rnd.randint(1, 9999)}\n")
+        word = rnd.choice(words) if rnd.random() < 0.02 else ""
+        sparse.append(f"{i},田中 花子,{word}{n},{rnd.randint(1, 9999)}\n")
+        english.append(f"row {i}: the customer {rnd.choice(words)}{n} was seen; notes {rnd.random():.3f}\n")
+    return ["".join(japanese), "".join(sparse), "".join(english)]
 
 
 FUZZ_DIGEST = "10f201ace82082a39e973af9ab1b78cf"
@@ -136,4 +154,5 @@ BENCH_DIGESTS = {
     "mixed+words": "153:153:3d976f4c1b57ebd7dcdd61de470b96b4",
     "mixed in parts": "153:130:b1e3edc7afe8a0d857bb027a7d8e8f1c",
     "cells": "2999:2999:b505f5a853a2d0beaa4325d1b4480e7a",
+    "long lists": "32853:10938:8a0dfdbc6730f8b373c346af3a08e25f",
 }
