@@ -224,15 +224,20 @@ def _read_sheet_cells(ctx: Context, xml: bytes, shared: list[str], sheet_loc: st
     row_no, col_no, rows = 0, -1, 0
     row_cells: list[tuple[int, str, bool, bool]] = []  # (column, value, is_text, kept)
     cell_ref = _CELL_REF.fullmatch
-    for event, el in _iterparse(xml, ("start", "end"), _SHEET_TAGS):
+    # End events only (half the events of start+end): a row "starts" at its
+    # first cell's end (the row element's attributes are known by then) or, for
+    # a row without cells, at its own end.
+    row_open = False
+    for _event, el in _iterparse(xml, ("end",), _SHEET_TAGS):
         tag = _local(el.tag)
-        if event == "start":
-            if tag == "row":
-                r = el.get("r")
-                row_no = int(r) if r and r.isdigit() else row_no + 1
-                col_no, row_cells = -1, []
-            continue
         if tag == "c":
+            if not row_open:
+                parent = el.getparent()
+                if parent is not None and _local(parent.tag) == "row":
+                    r = parent.get("r")
+                    row_no = int(r) if r and r.isdigit() else row_no + 1
+                    col_no, row_cells = -1, []
+                    row_open = True
             ref = el.get("r")
             m = cell_ref(ref) if ref else None
             if m:
@@ -248,6 +253,11 @@ def _read_sheet_cells(ctx: Context, xml: bytes, shared: list[str], sheet_loc: st
                     row_cells.append((col_no, value, is_text, kept))
             el.clear()
         elif tag == "row":
+            if not row_open:  # a row without cells still counts
+                r = el.get("r")
+                row_no = int(r) if r and r.isdigit() else row_no + 1
+                col_no, row_cells = -1, []
+            row_open = False
             rows += 1
             if rows % 2000 == 0:
                 ctx.check_time()
