@@ -79,6 +79,7 @@ class Context:
     all_cells: bool = False  # keep table cells without 12 digits too (ground-truth tests)
     sink: Callable[[list[Span]], None] | None = None
     open_groups: int = 0
+    added: int = 0  # spans added so far (kept or handed to the sink)
 
     def keep_cell(self, value: str) -> bool:
         return self.all_cells or may_hold_number(value)
@@ -86,6 +87,7 @@ class Context:
     def add_text(self, text: str, location: str, header: str = "", group: str = "") -> None:
         if text and not text.isspace():
             self.spans.append(Span(text, location, header, group))
+            self.added += 1
             if self.sink is not None and not self.open_groups and len(self.spans) >= FLUSH_SPANS:
                 self.flush()
 
@@ -100,6 +102,15 @@ class Context:
         # Not on an exception: the spans stay pending for the final flush.
         if self.sink is not None and not self.open_groups and len(self.spans) >= FLUSH_SPANS:
             self.flush()
+
+    def drop_pending_since(self, mark: int) -> None:
+        """With a sink: forget the spans added since `mark` that were not yet
+        handed over (an item that failed and is reported unscannable), so a
+        half-read giant table is not retried by every later flush."""
+        if self.sink is not None:
+            k = min(self.added - mark, len(self.spans))
+            if k > 0:
+                del self.spans[len(self.spans) - k:]
 
     def flush(self) -> None:
         """Hand the pending spans to the sink (no-op without one).

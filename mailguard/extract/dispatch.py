@@ -25,13 +25,15 @@ def extract_blob(ctx: Context, data: bytes, name: str, location: str, depth: int
     if depth > ctx.limits.max_depth:
         ctx.add_unscannable(location, f"nested deeper than {ctx.limits.max_depth} levels")
         return
+    mark = ctx.added
     try:
         _read(ctx, data, kind, mime, name, location, depth)
     except TimeUp:
         raise
     except MemoryError:
         # The worker's memory cap (limits.max_worker_memory) or the machine's:
-        # what this item allocated is freed by now, so report it and go on.
+        # report the item and go on with the rest of the message.
+        ctx.drop_pending_since(mark)
         ctx.add_unscannable(location, MEMORY_LIMIT_REASON)
     except Unreadable as exc:
         ctx.add_unscannable(location, exc.reason)

@@ -212,3 +212,27 @@ def test_scan_in_worker_counts_over_the_cap():
 
     report = asyncio.run(run())
     assert (len(report.findings), report.findings_total, report.persons) == (1000, 1500, 1500)
+
+
+def test_a_table_too_big_to_detect_is_dropped_not_retried(monkeypatch):
+    """MemoryError while detecting one giant group: that item is unscannable,
+    its pending spans are dropped (not retried by every later flush), and the
+    rest of the message is still detected."""
+    import mailguard.scan as scan_mod
+
+    class Tight(Findings):
+        def __call__(self, spans):
+            if len(spans) > 2500:
+                raise MemoryError
+            super().__call__(spans)
+
+    monkeypatch.setattr(scan_mod, "Findings", Tight)
+    big = _csv([fx.my_number(i) for i in range(3000)], "氏名,個人番号")
+    small = _csv([fx.my_number(i) for i in range(5000, 5010)], "氏名,個人番号")
+    data = fx.make_message(body=f"個人番号 {fx.my_number(1)}",
+                           attachments=[("big.csv", big), ("small.csv", small)])
+    report = scan_message(data, LIMITS, key=KEY)
+    assert [(u.location, u.reason) for u in report.unscannable] == \
+        [("attachment:big.csv", MEMORY_LIMIT_REASON)]
+    assert report.persons == 11  # the body and small.csv
+    assert not any(f.location.startswith("attachment:big.csv!") for f in report.findings)
