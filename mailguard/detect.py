@@ -54,6 +54,16 @@ HOW (DESIGN §4, declared together as a recognizer would):
                 negative word (伝票番号, TEL, ...) just before the number and
                 nearer than any keyword, or a negative column header.
 
+SPEED (issue 3: a 4 MB CSV of 45,000 numbers at >= 25 MB/s, a 1 MB mail in
+< 10 ms): the per-number Python is the cost, so candidates are columns of
+lists, not records; the check digit runs over a whole column at once; the
+scan uses a group-free copy of the pattern; keyword hits are searched only
+around candidates, and inside those windows only where a trie regex (or, over
+a whole long text, a few anchor characters) says a word may be; numbers no
+word can reach skip the context rules; fingerprint and Finding are made in
+one loop; the cyclic GC is paused (no cycles are made). The output is pinned
+by tests/unit/test_detect_golden.py (digests from the plain implementation).
+
 SECURITY: handles untrusted text from mail and attachments of any size. Every
 pass over the text is a linear regex or Aho-Corasick scan (no nested
 quantifiers over overlapping classes); per-candidate work is bounded. The clear
@@ -65,7 +75,6 @@ DIAGNOSTICS: logs nothing. Callers log masked values or fingerprints only.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import operator
 import gc

@@ -87,7 +87,7 @@ def fuzz_corpus(seed: int, count: int):
 
 # Admin words (a few sets, so the cached automata are reused): "番号" as a
 # negative word and "Ｘ" as a keyword collide with the built-in lists.
-EXTRA_WORDS = [((), ()), (("受付ID", "社員"), ("番号",)), (("ID", "Ｘ"), ("No", "ｎｏ", "口座"))]
+EXTRA_WORDS = [((), ()), (("受付ID", "社員"), ("番号",)), (("ID", "Ｘ"), ("No", "ｎｏ", "口座")), (("第2号", "①番"), ("-ID",))]
 
 
 def test_fuzz_corpus_unchanged():
@@ -146,7 +146,7 @@ def long_lists() -> list[str]:
     return ["".join(japanese), "".join(sparse), "".join(english)]
 
 
-FUZZ_DIGEST = "10f201ace82082a39e973af9ab1b78cf"
+FUZZ_DIGEST = "5b27665f8d4ea2a8a6f781d3b49233fd"
 BENCH_DIGESTS = {
     "prose": "0:0:ecffdbbb3f1d7e1f2cbb798288f3eebf",
     "csv": "11512:11512:25344487c0f939131ef0a7bdd478b538",
@@ -156,3 +156,71 @@ BENCH_DIGESTS = {
     "cells": "2999:2999:b505f5a853a2d0beaa4325d1b4480e7a",
     "long lists": "32853:10938:8a0dfdbc6730f8b373c346af3a08e25f",
 }
+
+
+# ------------------------------------------------------- the fast internals
+
+
+def test_findings_are_real_findings():
+    """Findings are filled through a same-layout shell: they must be Finding
+    objects like the constructor's, equal, hashable and frozen."""
+    import dataclasses
+
+    from mailguard.detect import Finding
+
+    n = my_number(random.Random(3))
+    d = detect([Span(f"個人番号 {n}", "body")], key=KEY)
+    (f,) = d.findings
+    assert type(f) is Finding
+    twin = Finding(f.masked, f.confidence, f.reason, f.location, f.start, f.end, f.fingerprint, f.number)
+    assert f == twin and hash(f) == hash(twin) and repr(f) == repr(twin)
+    assert n not in repr(f), "the clear number stays out of repr"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.masked = "x"  # type: ignore[misc]
+    assert dataclasses.replace(f, reason="r").reason == "r"
+
+
+def test_check_digit_of_a_column_matches_one_at_a_time():
+    from mailguard.detect import _valid, _valid_many
+
+    rnd = random.Random(5)
+    for size in (0, 1, 7, 8, 9, 100, 5000):
+        numbers = [f"{rnd.randrange(10**12):012d}" for _ in range(size)] + [my_number(rnd) for _ in range(size)]
+        numbers += ["000000000000", "999999999999", "123456789018", "621498320257"]
+        assert _valid_many(numbers) == [_valid(x) for x in numbers], f"column of {len(numbers)}"
+
+
+def test_multi_character_digit_precheck_never_misses():
+    from mailguard import detect as D
+
+    pad = "あ" * 70  # long enough for the no-astral fast path
+    for c in sorted(D._MULTI_SET):
+        if c <= "\uffff":
+            assert D._may_hold_multi(pad + c + pad, False), f"U+{ord(c):04X}"
+        assert D._may_hold_multi(pad + c, True), f"U+{ord(c):04X}"
+    assert not D._may_hold_multi(pad + "個人番号 1234-5678-9012\ud800", False)
+
+
+def test_keyword_prefilters_cover_every_spelling():
+    from mailguard import detect as D
+
+    for extra_kw, extra_neg in EXTRA_WORDS + [(("ｱ",), ("x", "T"))]:
+        words = D._words(extra_kw, extra_neg)
+        spellings = list(words.automaton.keys())
+        for s in spellings:
+            assert words.prefilter.fullmatch(s), f"trie regex misses {s!r}"
+            assert any(a in s for a in words.anchors), f"no anchor in {s!r}"
+        assert not words.prefilter.fullmatch("番"), "trie regex matches only whole spellings"
+
+
+def test_long_text_keyword_search_agrees_with_the_automaton():
+    """find() over a long range (anchor characters, or the regex when those
+    are common) and over windows gives exactly the automaton's own hits."""
+    from mailguard import detect as D
+
+    words = D._words((), ())
+    for text in long_lists():
+        plain = []
+        words._find(text, 0, len(text), plain)
+        assert words.find(text) == plain
+        assert words.find(text, 1000, 200000) == [h for h in plain if h.start >= 1000 and h.end <= 200000]
