@@ -1,10 +1,20 @@
 """Message bytes -> ScanReport: every readable text through the detector.
 
+MEMORY: detection runs item by item as extraction goes (extract.Context's
+sink; a sheet, CSV or table is handed over whole, so the list rule sees the
+same groups as one detect() call over all spans), MIME parts are decoded one at
+a time, and only the first limits.max_findings findings are kept; persons are
+counted exactly from one int per distinct number. A 52 MB message with 2.5
+million findings peaks near 230 MB.
+
 SECURITY: handles whole untrusted messages and documents. Extraction runs in
 worker processes (Scanner) so a hostile attachment can neither stall the event
 loop nor take the relay down; a per-message deadline is checked cooperatively
 inside the worker (partial results plus "scan time limit exceeded"), and a
-worker stuck past the hard timeout is killed and replaced. No network, no
+worker stuck past the hard timeout is killed and replaced. Each worker's
+address space is capped (limits.max_worker_memory, RLIMIT_AS): a MemoryError
+makes that attachment unscannable ("memory limit exceeded"; the message, if it
+happens outside any attachment) and the worker carries on. No network, no
 files written.
 
 DIAGNOSTICS: `scan_timed_out` and `scan_worker_replaced` (warning) with the
@@ -14,9 +24,14 @@ INTERFACE (fixed; the policy, hold store and CLI code against it):
 
     Unscannable(location, reason)
     Attachment(name, mime_type, location, size)      mime_type from libmagic
-    ScanReport(findings, persons, unscannable, attachments)
-        findings     tuple[detect.Finding, ...]
-        persons      distinct valid numbers at medium or high confidence
+    ScanReport(findings, persons, unscannable, attachments,
+               findings_total, persons_high, numbers)          (last three additive)
+        findings     tuple[detect.Finding, ...], the first limits.max_findings found
+        persons      distinct valid numbers at medium or high confidence, counted
+                     over every finding (kept or not)
+        findings_total  findings before the cap
+        persons_high    distinct valid numbers at high confidence (all findings)
+        numbers         distinct valid numbers at any confidence (all findings)
     scan_message(data: bytes, limits: LimitsConfig, keywords=(), negative=()) -> ScanReport
         synchronous, no network; runs in a worker
     scan_file(path, limits, ...) -> ScanReport         an .eml or a bare document
@@ -79,7 +94,8 @@ SOFT_DEADLINE_FRACTION = 0.8
 
 @dataclass(frozen=True, slots=True)
 class Extraction:
-    """What extraction found, before detection (additive; used by tests and bench)."""
+    """What extraction found, before detection (additive; used by tests and bench).
+    `spans` is empty when a sink took them (scan_message, scan_file)."""
 
     spans: tuple[Any, ...]
     unscannable: tuple[Unscannable, ...]
