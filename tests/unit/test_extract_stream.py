@@ -236,3 +236,19 @@ def test_a_table_too_big_to_detect_is_dropped_not_retried(monkeypatch):
         [("attachment:big.csv", MEMORY_LIMIT_REASON)]
     assert report.persons == 11  # the body and small.csv
     assert not any(f.location.startswith("attachment:big.csv!") for f in report.findings)
+
+
+def test_parts_are_decoded_when_used_and_released_after():
+    from mailguard.extract import Context
+    from mailguard.extract.mail import extract_parsed
+    from mailguard.parse import parse_message
+
+    data = fx.make_message(body=f"個人番号 {fx.my_number(3)}", attachments=[
+        ("a.csv", _csv([fx.my_number(4)], "氏名,個人番号")), ("b.bin", bytes(range(256)) * 64)])
+    msg = parse_message(data)
+    attachments = [p for p in msg.parts if p.is_attachment]
+    assert all(p._payload is None for p in attachments)  # noqa: SLF001 - not decoded at parse time
+    ctx = Context(LIMITS)
+    extract_parsed(ctx, msg, "", 0)
+    assert all(p.payload == b"" for p in msg.parts)  # released once extracted
+    assert [a.size for a in ctx.attachments][1] == 256 * 64
