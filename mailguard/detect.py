@@ -653,6 +653,7 @@ def _fast_candidates(text: str, pattern: re.Pattern[str]) -> tuple[list[str], li
     n = len(text)
     sep_of = _SEP_OF
     kind_of = _NEIGHBOUR_KIND.get
+    plain = _PLAIN_NEIGHBOURS
     for m in _SCAN[pattern].finditer(text):
         s, e = m.span()
         if e - s == 12:  # the contiguous form: no separator to check
@@ -674,8 +675,7 @@ def _fast_candidates(text: str, pattern: re.Pattern[str]) -> tuple[list[str], li
         # Latin letter), 2 a separator that is a space, 3 a hyphen or dot;
         # absent: look closer (a Unicode digit outside NFKC's classes glues).
         space_beside = False
-        if s:
-            before = text[s - 1]
+        if s and (before := text[s - 1]) not in plain:
             k = kind_of(before)
             if k:
                 if k == 1:
@@ -688,8 +688,7 @@ def _fast_candidates(text: str, pattern: re.Pattern[str]) -> tuple[list[str], li
                     space_beside = True
             elif k is None and before.isdigit():
                 continue
-        if e < n:
-            after = text[e]
+        if e < n and (after := text[e]) not in plain:
             k = kind_of(after)
             if k:
                 if k == 1:
@@ -728,6 +727,7 @@ _NEIGHBOUR_KIND = (
     | {c: (2 if v == " " else 3) for c, v in _SEP_OF.items()}
     | dict.fromkeys(_GLUE, 1)
 )
+_PLAIN_NEIGHBOURS = frozenset(c for c, k in _NEIGHBOUR_KIND.items() if k == 0)
 
 
 def _digitish(c: str) -> bool:
