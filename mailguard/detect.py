@@ -654,13 +654,20 @@ def _fast_candidates(text: str, pattern: re.Pattern[str]) -> tuple[list[str], li
     sep_of = _SEP_OF
     kind_of = _NEIGHBOUR_KIND.get
     plain = _PLAIN_NEIGHBOURS
-    for m in _SCAN[pattern].finditer(text):
+    search = _SCAN[pattern].search
+    pos = 0
+    while (m := search(text, pos)) is not None:
         s, e = m.span()
+        pos = e
         if e - s == 12:  # the contiguous form: no separator to check
             number = m.group()
             grouped = False
         else:
             _, s1, _, s2, _, _ = groups = pattern.match(text, s).groups()  # type: ignore[union-attr]
+            # Until this grouped match is accepted, scan on from its second
+            # group: a rejected "2024<LF>1234 5678" must not swallow the real
+            # "1234 5678 9018" that starts inside it.
+            pos = s + 4 + len(s1)
             c1, c2 = s1.strip(_LINE_BREAK), s2.strip(_LINE_BREAK)
             if c1 != s1 and c2 != s2:
                 continue  # two line breaks: a column of 4-digit values, not a number
@@ -711,6 +718,7 @@ def _fast_candidates(text: str, pattern: re.Pattern[str]) -> tuple[list[str], li
         starts.append(s)
         ends.append(e)
         groupeds.append(grouped)
+        pos = e
     return numbers, starts, ends, groupeds
 
 

@@ -216,6 +216,17 @@ def test_a_number_split_by_a_line_break_in_plain_text_is_found():
     assert f.number == N1 and f.confidence == HIGH
 
 
+@pytest.mark.parametrize("before", ["2024\n", "受付 2024\r\n", "1234\n5678\n", "9012－3456.7890\n"],
+                         ids=["year-line", "crlf", "two-lines", "mixed-separator-group"])
+@pytest.mark.parametrize("form", ["grouped", "flat"])
+def test_a_rejected_match_before_a_number_does_not_hide_it(before, form):
+    # The scan once consumed "2024<LF>1234 5678" as a (rejected) grouping and so
+    # never saw the number that starts inside it: a leak, not a false positive.
+    text = before + (grouped(N2, " ") if form == "grouped" else N2) + " マイナンバー"
+    d = detect([Span(text, "body")], key=KEY)
+    assert [f.number == N2 for f in d.findings] == [True], [f.masked for f in d.findings]
+
+
 # ------------------------------------------------------------ traps
 
 

@@ -146,7 +146,9 @@ def long_lists() -> list[str]:
     return ["".join(japanese), "".join(sparse), "".join(english)]
 
 
-FUZZ_DIGEST = "5b27665f8d4ea2a8a6f781d3b49233fd"
+# Re-pinned when a rejected grouped match stopped swallowing the number after it
+# (17 findings gained on this corpus, none lost, no confidence changed).
+FUZZ_DIGEST = "7ec482ab1d6987af2041e53cedc80460"
 BENCH_DIGESTS = {
     "prose": "0:0:ecffdbbb3f1d7e1f2cbb798288f3eebf",
     "csv": "11512:11512:25344487c0f939131ef0a7bdd478b538",
