@@ -216,7 +216,7 @@ def _read_sheet(ctx: Context, xml: bytes, shared: list[str], sheet_loc: str) -> 
 
 
 def _read_sheet_cells(ctx: Context, xml: bytes, shared: list[str], sheet_loc: str) -> None:
-    keep = ctx.keep_cell
+    keep = ctx.cell_filter()
     add = ctx.add_text
     prefix = sheet_loc + "!"
     header: dict[int, str] | None = None

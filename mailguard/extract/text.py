@@ -52,7 +52,7 @@ def add_table(ctx: Context, rows, location: str, sep: str = "!") -> None:
 def _add_table(ctx: Context, rows, location: str, sep: str) -> None:
     header: list[str] | None = None
     cells = 0
-    keep = ctx.keep_cell
+    keep = ctx.cell_filter()
     add = ctx.add_text
     prefix = location + sep
     shortest = 1 if ctx.all_cells else 12  # a shorter cell cannot hold 12 digits
