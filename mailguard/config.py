@@ -242,6 +242,12 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
         raise ConfigError(source, "server.max_message_size", "must be at least 1024 bytes")
     if s.max_recipients < 1:
         raise ConfigError(source, "server.max_recipients", "must be at least 1")
+    mem = cfg.limits.max_worker_memory
+    if mem and mem < 256 * 1024 * 1024:
+        # Python and the parsers alone need ~100 MB: a smaller cap would make every
+        # scan fail and the relay tempfail all mail.
+        raise ConfigError(source, "limits.max_worker_memory",
+                          f"{mem} bytes is too small to scan anything; use 0 (no cap) or at least 268435456 (256 MiB)")
 
     if u.scheme not in UPSTREAM_SCHEMES:
         raise ConfigError(

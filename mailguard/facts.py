@@ -161,7 +161,11 @@ def build_facts(
         is_reply=is_reply,
         is_reply_all=is_reply_all,
         findings=findings,
-        persons_by_confidence=_count_persons(findings, getattr(report, "persons", None)),
+        persons_by_confidence=_count_persons(
+            findings,
+            {"low": getattr(report, "numbers", 0), "medium": getattr(report, "persons", 0),
+             "high": getattr(report, "persons_high", 0)},
+        ),
         unscannable=tuple(getattr(report, "unscannable", ()) or ()),
         attachments=tuple(getattr(report, "attachments", ()) or ()),
     )
@@ -310,7 +314,7 @@ def _identity(finding: Any) -> Any:
     )
 
 
-def _count_persons(findings: Sequence[Any], reported: int | None) -> dict[str, int]:
+def _count_persons(findings: Sequence[Any], reported: dict[str, int]) -> dict[str, int]:
     by_rank: list[set[Any]] = [set(), set(), set()]
     for f in findings:
         conf = getattr(f, "confidence", "low")
@@ -318,9 +322,8 @@ def _count_persons(findings: Sequence[Any], reported: int | None) -> dict[str, i
         for r in range(rank + 1):
             by_rank[r].add(_identity(f))
     counts = {c: len(by_rank[i]) for i, c in enumerate(CONFIDENCES)}
-    # The scanner's own count is authoritative for medium+ (it may dedupe across
-    # parts in ways a finding list cannot show); never let ours be lower.
-    if reported is not None and reported > counts["medium"]:
-        counts["medium"] = reported
-        counts["low"] = max(counts["low"], reported)
+    # The scanner counts over every finding, the list here is capped at
+    # limits.max_findings: its counts are authoritative; never let ours be lower.
+    for conf in CONFIDENCES:
+        counts[conf] = max(counts[conf], reported.get(conf) or 0)
     return counts

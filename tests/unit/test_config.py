@@ -40,6 +40,7 @@ CASES = [
     ('[upstream]\nverify_tls = "no"\n', "upstream.verify_tls", "true or false"),
     ('[organisation]\ninternal_domains = ["bad domain"]\n', "organisation.internal_domains", "not a domain"),
     ('[log]\nlevel = "chatty"\n', "log.level", "debug, info"),
+    ('[limits]\nmax_worker_memory = 1000000\n', "limits.max_worker_memory", "at least 268435456"),
     ('[server\n', "", "not valid TOML"),
 ]
 

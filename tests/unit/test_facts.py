@@ -181,6 +181,15 @@ def test_persons_by_confidence_count_distinct_numbers() -> None:
     assert f.unscannable[0].reason == "encrypted"
 
 
+def test_persons_beyond_the_findings_cap_come_from_the_scanners_counts() -> None:
+    # The report keeps limits.max_findings findings but counts every number; a
+    # rule with confidence = "high" must see the full count, not the kept list.
+    kept = tuple(_F(f"********{i:04d}", "high", f"fp{i}") for i in range(3))
+    report = ScanReport(findings=kept, persons=1600, persons_high=1500, numbers=1700, findings_total=1800)
+    f = facts(["a@city.example.lg.jp"], report=report)
+    assert f.persons_by_confidence == {"low": 1700, "medium": 1600, "high": 1500}
+
+
 HOSTILE = [
     b"To: =?bogus-charset?B?!!!?= <a@x.example>\r\nSubject: =?utf-8?Q?Re=3A_x?=\r\n\r\nbody",
     b"To: \"unterminated <a@x.example>, b@y.example\r\nCc: <<<@@@>>>\r\n\r\n",
