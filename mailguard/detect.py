@@ -13,10 +13,11 @@ INTERFACE (fixed; other stages code against it):
         -> Detection
 
     Finding: masked, confidence ("high"|"medium"|"low"), reason, location,
-             start, end (offsets into the span's original text), fingerprint,
-             number (the clear number; repr=False; only for the hold store)
-    Detection: findings (tuple), persons (int), fingerprints (frozenset of str)
-             fingerprints = those of the persons (len(fingerprints) == persons)
+             start, end (offsets into the span's original text), fingerprint
+             (a property: HMAC computed when asked), number (the clear number;
+             repr=False; only for the hold store), key (repr=False)
+    Detection: findings (tuple), persons (int), fingerprints (frozenset of str,
+             a property) = those of the persons (len(fingerprints) == persons)
 
     mask(number) -> "********9018"
     fingerprint(number, key) -> hex HMAC-SHA256
@@ -60,8 +61,8 @@ lists, not records; the check digit runs over a whole column at once; the
 scan uses a group-free copy of the pattern; keyword hits are searched only
 around candidates, and inside those windows only where a trie regex (or, over
 a whole long text, a few anchor characters) says a word may be; numbers no
-word can reach skip the context rules; fingerprint and Finding are made in
-one loop; the cyclic GC is paused (no cycles are made). The output is pinned
+word can reach skip the context rules; fingerprints are computed only when
+asked (a Finding carries the key); the cyclic GC is paused (no cycles are made). The output is pinned
 by tests/unit/test_detect_golden.py (digests from the plain implementation).
 
 SECURITY: handles untrusted text from mail and attachments of any size. Every
@@ -222,15 +223,28 @@ class Finding:
     location: str
     start: int
     end: int
-    fingerprint: str
     number: str = field(repr=False, default="")
+    key: bytes = field(repr=False, compare=False, default=b"")  # the fingerprint key
+
+    @property
+    def fingerprint(self) -> str:
+        # Computed when asked, not per match: a scan keeps the first thousand
+        # findings of a 50,000-row list, and an HMAC for every match was a
+        # fifth of the detector's time on such a list.
+        return fingerprint(self.number, self.key) if self.number and self.key else ""
 
 
 @dataclass(frozen=True, slots=True)
 class Detection:
     findings: tuple[Finding, ...] = ()
     persons: int = 0
-    fingerprints: frozenset[str] = frozenset()
+    person_numbers: frozenset[str] = field(repr=False, compare=False, default=frozenset())
+    key: bytes = field(repr=False, compare=False, default=b"")
+
+    @property
+    def fingerprints(self) -> frozenset[str]:
+        """The persons' fingerprints (len == persons), computed when asked."""
+        return frozenset(fingerprint(n, self.key) for n in self.person_numbers)
 
 
 # ---------------------------------------------------------------- check digit
@@ -969,8 +983,7 @@ def _detect(spans: Iterable[Span], words: _Words, key: bytes) -> Detection:
         per_span.append((span, cands, group))
 
     findings: list[Finding] = []
-    persons: set[str] = set()  # fingerprints of the numbers found at medium or high
-    inner, outer = _hmac_pads(key)
+    persons: set[str] = set()  # the numbers found at medium or high
     for span, (numbers, starts, ends, groupeds, valids), group in per_span:
         n = sum(valids)
         if not n:
@@ -1009,14 +1022,12 @@ def _detect(spans: Iterable[Span], words: _Words, key: bytes) -> Detection:
                     (numbers[k], starts[k], ends[k], groupeds[k], True), ctx, listed, list_reason
                 )
             all_counted = LOW not in confidences
-        fps = _add_findings(findings, numbers, confidences, reasons, span.location, starts, ends, inner, outer)
+        _add_findings(findings, numbers, confidences, reasons, span.location, starts, ends, key)
         if all_counted:
-            persons.update(fps)
+            persons.update(numbers)
         elif header is None:
-            persons.update(fp for fp, confidence in zip(fps, confidences) if confidence != LOW)
-    # A keyed fingerprint per distinct number (HMAC-SHA256 does not collide),
-    # so the distinct fingerprints count the persons.
-    return Detection(tuple(findings), len(persons), frozenset(persons))
+            persons.update(n for n, confidence in zip(numbers, confidences) if confidence != LOW)
+    return Detection(tuple(findings), len(persons), frozenset(persons), key)
 
 
 def _near(hit_starts: list[int], starts: list[int], ends: list[int], back: int, ahead: int) -> Iterable[int]:
@@ -1043,21 +1054,11 @@ class _FindingShell:
 
 
 def _add_findings(findings: list[Finding], numbers, confidences, reasons, location: str, starts, ends,
-                  inner, outer) -> list[str]:
-    """Append a Finding per number, fingerprint() inlined with the padded-key
-    states (this runs 45,000 times for a 4 MB CSV); returns the fingerprints."""
+                  key: bytes) -> None:
+    """Append a Finding per number (this runs 45,000 times for a 4 MB CSV)."""
     new, shell, finding = object.__new__, _FindingShell, Finding
-    inner_copy, outer_copy = inner.copy, outer.copy
     append = findings.append
-    fps = []
-    add_fp = fps.append
     for number, confidence, reason, start, end in zip(numbers, confidences, reasons, starts, ends):
-        h = inner_copy()
-        h.update(number.encode("ascii"))
-        o = outer_copy()
-        o.update(h.digest())
-        fp = o.hexdigest()
-        add_fp(fp)
         f = new(shell)
         f.masked = "********" + number[-4:]
         f.confidence = confidence
@@ -1065,8 +1066,7 @@ def _add_findings(findings: list[Finding], numbers, confidences, reasons, locati
         f.location = location
         f.start = start
         f.end = end
-        f.fingerprint = fp
         f.number = number
+        f.key = key
         f.__class__ = finding
         append(f)
-    return fps

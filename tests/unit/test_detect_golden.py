@@ -168,14 +168,16 @@ def test_findings_are_real_findings():
     objects like the constructor's, equal, hashable and frozen."""
     import dataclasses
 
-    from mailguard.detect import Finding
+    from mailguard.detect import Finding, fingerprint
 
     n = my_number(random.Random(3))
     d = detect([Span(f"個人番号 {n}", "body")], key=KEY)
     (f,) = d.findings
     assert type(f) is Finding
-    twin = Finding(f.masked, f.confidence, f.reason, f.location, f.start, f.end, f.fingerprint, f.number)
+    twin = Finding(f.masked, f.confidence, f.reason, f.location, f.start, f.end, f.number, f.key)
     assert f == twin and hash(f) == hash(twin) and repr(f) == repr(twin)
+    assert f.fingerprint == twin.fingerprint == fingerprint(n, KEY) and d.fingerprints == {f.fingerprint}
+    assert KEY.hex() not in repr(f) and KEY.hex() not in repr(d), "the key stays out of repr"
     assert n not in repr(f), "the clear number stays out of repr"
     with pytest.raises(dataclasses.FrozenInstanceError):
         f.masked = "x"  # type: ignore[misc]
