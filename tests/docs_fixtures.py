@@ -24,12 +24,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import encode_rfc2231
 
-_WEIGHTS = (6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
-
-
-def check_digit(first11: str) -> int:
-    r = sum(w * int(d) for w, d in zip(_WEIGHTS, first11)) % 11
-    return 0 if r <= 1 else 11 - r
+from mynumbers import check_digit
 
 
 def my_number(seed: int) -> str:

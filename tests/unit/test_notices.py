@@ -11,11 +11,7 @@ from mailguard.notices import EXPIRED_NOTICE, HELD_NOTICE, REJECTED_NOTICE, buil
 from mailguard.store import Store
 
 
-def valid_number(prefix11: str) -> str:
-    w = [6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2]
-    r = sum(int(d) * x for d, x in zip(prefix11, w)) % 11
-    return prefix11 + str(0 if r <= 1 else 11 - r)
-
+from mynumbers import complete as valid_number  # noqa: E402
 
 NUMBER = valid_number("31415926535")
 FULLWIDTH = NUMBER.translate(str.maketrans("0123456789", "０１２３４５６７８９"))

@@ -21,6 +21,8 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from mynumbers import my_numbers
+
 from mailguard.config import load_config
 from mailguard.pipeline import Pipeline
 from mailguard.policy import BLOCK, HOLD, PASS
@@ -30,16 +32,6 @@ ME = "tanaka@city.example.lg.jp"
 ASKER_INTERNAL = "suzuki@kyoiku.city.example.lg.jp"
 COLLEAGUE = "kacho@city.example.lg.jp"
 OTHER_CITIES = ["asker@city.example2.lg.jp", "sato@town.example3.lg.jp", "ito@vill.example4.lg.jp"]
-
-
-def my_numbers(n: int, seed: int = 0) -> list[str]:
-    """n distinct 12-digit numbers with valid check digits (DESIGN §4)."""
-    out = []
-    for i in range(n):
-        first11 = f"{(seed * 7919 + i * 104729 + 31415926) % 10**11:011d}"
-        r = sum(int(d) * w for d, w in zip(first11, (6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2))) % 11
-        out.append(first11 + str(0 if r <= 1 else 11 - r))
-    return out
 
 
 def csv_bytes(numbers: list[str]) -> bytes:
