@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import random
 import re
 import socket
 import subprocess
