@@ -79,7 +79,8 @@ _BOOLS: dict[str, Callable[[Facts], bool]] = {
     "is_reply": lambda f: f.is_reply,
     "is_reply_all": lambda f: f.is_reply_all,
 }
-_LISTS = ("sender", "sender_domain", "recipient_domain", "attachment_type", "attachment_name")
+_LISTS = ("sender", "sender_domain", "recipient_domain", "attachment_type", "attachment_name",
+          "unscannable_except")
 
 CONDITIONS: tuple[str, ...] = (
     ("persons_min", "persons_max", "confidence")
@@ -168,7 +169,16 @@ def _holds(name: str, value: Any, conds: dict[str, Any], f: Facts) -> bool:
         )
     if name == "attachment_name":
         return any(fnmatch.fnmatchcase((a.name or "").lower(), p) for a in f.attachments for p in value)
+    if name == "unscannable_except":
+        return bool(_unscannable_beyond(f, value))
     raise AssertionError(f"unvalidated condition {name}")  # load_policy rejects these
+
+
+def _unscannable_beyond(f: Facts, patterns: tuple[str, ...]) -> list[Any]:
+    """Unscannable items whose reason matches none of the admin's patterns
+    (e.g. "image*": a site that accepts uninspected images to outside)."""
+    return [u for u in f.unscannable
+            if not any(fnmatch.fnmatchcase((u.reason or "").lower(), p) for p in patterns)]
 
 
 def _listed(items: tuple[str, ...] | list[str]) -> str:
@@ -205,8 +215,9 @@ def _decision(
         )
     if f.all_internal and (conds.get("all_internal") is True or "recipients_min" in conds):
         reasons.append(f"{len(f.recipients)} internal recipient(s)")
-    if f.unscannable and (conds.get("unscannable") is True or not conds):
-        items = [f"{u.location} ({u.reason})" for u in f.unscannable]
+    if f.unscannable and (conds.get("unscannable") is True or "unscannable_except" in conds or not conds):
+        shown = _unscannable_beyond(f, conds["unscannable_except"]) if "unscannable_except" in conds else f.unscannable
+        items = [f"{u.location} ({u.reason})" for u in shown]
         reasons.append(f"{len(items)} item(s) could not be inspected: {_listed(items)}")
     if any(k.startswith("visible") for k in conds):
         reasons.append(

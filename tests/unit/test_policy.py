@@ -207,3 +207,23 @@ def test_documented_local_override_for_reply_all_with_one_external(tmp_path: Pat
     assert decide(asker_and_boss, policy).rule == "reply-all-one-external-hold"
     other_cities = make(ext(2) + ext(1, "example3"), persons=2, is_reply=True, is_reply_all=True)
     assert decide(other_cities, policy).rule == "reply-all-external"  # the motivating case still blocks
+
+
+def test_documented_image_override_holds_other_unscannable_content(tmp_path: Path) -> None:
+    """docs/policy.md's 05-images.toml: images alone to outside pass, an encrypted zip is still held."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "policy.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```toml\n# policies/05-images.toml\n(.*?)```", doc, re.S).group(1)
+    shutil.copy(root / "policies" / "10-default.toml", tmp_path / "10-default.toml")
+    (tmp_path / "05-images.toml").write_text(snippet, encoding="utf-8")
+    policy = load_policy(tmp_path)
+    logo = (Unscannable("attachment:logo.png", "image (image/png); text in images is not read (no OCR)"),)
+    assert decide(make(ext(1), unscannable=logo), SHIPPED).action == HOLD  # the shipped default holds images
+    assert decide(make(ext(1), unscannable=logo), policy).rule == "external-images-only"
+    d = decide(make(ext(1), unscannable=logo + ENCRYPTED), policy)
+    assert d.rule == "external-unscannable-not-image" and d.action == HOLD
+    assert any("名簿.zip" in r for r in d.reasons) and not any("logo.png" in r for r in d.reasons)
+    assert decide(make(ext(10), unscannable=logo), policy).action == HOLD  # 10 visible externals: still held
+    assert decide(make(ext(1), persons=1, unscannable=logo), policy).rule == "external-hold"
