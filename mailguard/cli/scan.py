@@ -33,11 +33,16 @@ def report_dict(path: str, report) -> dict:
         "findings": [{"masked": f.masked, "confidence": f.confidence, "location": f.location}
                      for f in report.findings],
         "unscannable": [{"location": u.location, "reason": u.reason} for u in report.unscannable],
+        # Additive to DESIGN §8: findings are capped at limits.max_findings,
+        # persons never are; this says how many the list stands for.
+        "findings_total": max(report.findings_total, len(report.findings)),
     }
 
 
 def _print_table(out: dict) -> None:
-    print(f"{out['path']}: {out['persons']} person(s), {len(out['findings'])} finding(s), "
+    shown, total = len(out["findings"]), out["findings_total"]
+    more = f" (first {shown} of {total} shown; limits.max_findings)" if total > shown else ""
+    print(f"{out['path']}: {out['persons']} person(s), {total} finding(s){more}, "
           f"{len(out['unscannable'])} unscannable")
     for f in out["findings"]:
         print(f"  {f['masked']}  {f['confidence']:<6}  {f['location']}")

@@ -63,3 +63,19 @@ def test_usage_error_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mailguard", "scan"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
+
+
+def test_capped_findings_say_how_many_they_stand_for(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "mailguard.toml").write_text("[limits]\nmax_findings = 3\n", encoding="utf-8")
+    nums = [fx.my_number(100 + i) for i in range(8)]
+    csv = tmp_path / "list.csv"
+    csv.write_text("氏名,個人番号\n" + "".join(f"住民{i},{n}\n" for i, n in enumerate(nums)), encoding="utf-8")
+    assert main(["scan", str(csv), "--json"]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert line["persons"] == 8 and line["findings_total"] == 8 and len(line["findings"]) == 3
+    assert main(["scan", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "8 person(s), 8 finding(s) (first 3 of 8 shown" in out
+    assert not any(n in out for n in nums)
