@@ -220,7 +220,8 @@ def test_scan_and_check_mask_a_number_in_the_file_name(site: Path, capsys, monke
 
 
 @pytest.mark.parametrize("opt,addr", [("--to", "not an address"), ("--to", "@@"), ("--to", "x@ex ample.com"),
-                                      ("--from", "staff"), ("--from", N1)])
+                                      ("--from", "staff"), ("--from", N1)],
+                         ids=["to-words", "to-at-signs", "to-space", "from-no-domain", "from-bare-number"])
 def test_check_refuses_a_mistyped_address(site: Path, opt: str, addr: str, capsys) -> None:
     msg = site / "m.eml"
     msg.write_bytes(b"From: a@city.example.lg.jp\r\nTo: b@example.com\r\nSubject: x\r\n\r\nhello\r\n")

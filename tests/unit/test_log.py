@@ -34,7 +34,7 @@ def _as(digits: str, text: str = NUMBER) -> str:
     _as("٠١٢٣٤٥٦٧٨٩"),                      # Arabic-Indic
     _as("⁰¹²³⁴⁵⁶⁷⁸⁹"),                      # superscripts (isdigit, not decimal)
     _as("𝟎𝟏𝟐𝟑𝟒𝟓𝟔𝟕𝟖𝟗", "1234 5678\u00a09018"),
-])
+], ids=lambda text: "".join("#" if c.isdigit() else c for c in text).encode("unicode_escape").decode())
 def test_scrub_masks_every_digit_and_separator_form(text):
     out = scrub(f"before {text} after")
     assert out.startswith("before ********") and out.endswith(" after"), out
