@@ -179,13 +179,15 @@ def test_postfix_defers_while_mailguard_is_stopped_and_delivers_when_it_is_back(
 
     line = postfix.wait_status(qid, "deferred")
     assert "Connection refused" in line
-    assert qid in postfix.queue_ids("deferred", "active", "incoming")  # kept, not lost
+    # kept, not lost; the queue file moves between directories while we list them
+    wait_for(lambda: qid in postfix.queue_ids("deferred", "active", "incoming"), 10,
+             f"{qid} in Postfix's queue", on_timeout=postfix.log_tail)
 
     mailguard.start()
     postfix.wait_status(qid, "sent", timeout=60)
     got = upstream.wait_for(marker)
     assert len(got) == 1 and got[0].rcpt_tos == ["partner@example.com"]
-    wait_for(lambda: not postfix.queue_ids(), 10, "Postfix's queue to empty")
+    wait_for(lambda: not postfix.queue_ids(), 30, "Postfix's queue to empty", on_timeout=postfix.log_tail)
 
 
 def test_postfix_defers_while_the_upstream_is_down_and_delivers_when_it_is_back(
@@ -197,11 +199,12 @@ def test_postfix_defers_while_the_upstream_is_down_and_delivers_when_it_is_back(
     # mailguard cannot hand it on, so it answers 451 and Postfix keeps the mail.
     line = postfix.wait_status(qid, "deferred")
     assert re.search(r"said: 451[ -]4\.\d\.\d", line), line
-    assert qid in postfix.queue_ids("deferred", "active", "incoming")
+    wait_for(lambda: qid in postfix.queue_ids("deferred", "active", "incoming"), 10,
+             f"{qid} in Postfix's queue", on_timeout=postfix.log_tail)
     assert not held_list(mailguard)  # a tempfail, not a hold
 
     upstream.start()
     postfix.wait_status(qid, "sent", timeout=60)
     got = upstream.wait_for(marker)
     assert len(got) == 1 and got[0].rcpt_tos == ["vendor@example.com"]
-    wait_for(lambda: not postfix.queue_ids(), 10, "Postfix's queue to empty")
+    wait_for(lambda: not postfix.queue_ids(), 30, "Postfix's queue to empty", on_timeout=postfix.log_tail)
