@@ -56,6 +56,7 @@ from mailguard.notices import (
     HELD_NOTICE,
     REJECTED_NOTICE,
     build_notice,
+    notice_mail_options,
     notice_sender,
 )
 from mailguard.store import EXPIRED, HELD, REJECTED, RELEASED, HeldMessage, Store
@@ -177,7 +178,11 @@ class Notifier:
         try:
             data = build_notice(kind, held, sender=self.sender, reason=reason,
                                 expiry_hours=self.config.store.hold_expiry_hours)
-            result = await send_message(self.config.upstream, self.sender, [held.mail_from], data)
+            # A UTF-8 sender address (SMTPUTF8) is sent with SMTPUTF8; an upstream
+            # that does not offer it refuses here (451 4.6.7), which fails this
+            # notice like any other refusal and leaves the hold as it is.
+            result = await send_message(self.config.upstream, self.sender, [held.mail_from], data,
+                                        mail_options=notice_mail_options(self.sender, held.mail_from))
         except Exception as exc:  # noqa: BLE001 - best effort: a notice never undoes a hold or reject
             if not isinstance(exc, ForwardError):
                 exc = ForwardError(f"notice failed: {type(exc).__name__}")

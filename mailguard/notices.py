@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import socket
 import unicodedata
+from email import _header_value_parser as _hvp
+from email.errors import NonASCIILocalPartDefect
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
 from datetime import UTC, datetime
 from typing import Any
@@ -68,9 +70,14 @@ def build_notice(
     if kind not in KINDS:
         raise ValueError(kind)
     ja_subj, en_subj = _SUBJECTS[kind]
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = _address(sender)
-    msg["To"] = _address(held.mail_from)
+    from_header, to_header = _address(sender), _address(held.mail_from)
+    # An SMTPUTF8 address (山田@city.example.lg.jp) can only be written as an RFC
+    # 6532 UTF-8 header, so such a notice is serialised that way (and must be sent
+    # with SMTPUTF8: see notice_mail_options); an all-ASCII one stays 7-bit.
+    policy = SMTP if from_header.isascii() and to_header.isascii() else SMTPUTF8
+    msg = EmailMessage(policy=policy)
+    msg["From"] = from_header
+    msg["To"] = to_header
     msg["Subject"] = f"[mailguard] {ja_subj} / {en_subj} ({held.id})"
     msg["Date"] = format_datetime(datetime.now(UTC))
     domain = sender.rpartition("@")[2] or None
@@ -83,7 +90,13 @@ def build_notice(
         msg["References"] = original_id
     body = _body(kind, held, reason=safe_text(reason, 500), expiry_hours=expiry_hours)
     msg.set_content(scrub(body), charset="utf-8", cte="base64")
-    return msg.as_bytes(policy=SMTP)
+    return msg.as_bytes(policy=policy)
+
+
+def notice_mail_options(sender: str, mail_from: str) -> list[str]:
+    """MAIL parameters for a notice from ``sender`` to ``mail_from``: SMTPUTF8 when
+    either envelope address is non-ASCII (RFC 6531), else none."""
+    return [] if str(sender).isascii() and str(mail_from).isascii() else ["SMTPUTF8"]
 
 
 def _address(addr: str) -> str:
@@ -91,8 +104,23 @@ def _address(addr: str) -> str:
     addr = safe_text(addr, 254).replace("\r", "").replace("\n", "")
     try:
         return str(Address(addr_spec=addr))
+    except NonASCIILocalPartDefect:
+        return _utf8_address(addr)
     except (ValueError, IndexError):
         return "undisclosed-recipients:;"
+
+
+def _utf8_address(addr: str) -> str:
+    """An addr-spec whose local part is UTF-8 (RFC 6531/6532): the same parse as
+    Address(addr_spec=...), refusing anything but that one defect and trailing text."""
+    try:
+        spec, rest = _hvp.get_addr_spec(addr)
+    except (ValueError, IndexError):
+        return "undisclosed-recipients:;"
+    defects = [d for d in spec.all_defects if not isinstance(d, NonASCIILocalPartDefect)]
+    if rest or defects or not spec.local_part or not spec.domain:
+        return "undisclosed-recipients:;"
+    return str(Address(username=spec.local_part, domain=spec.domain))
 
 
 def _body(kind: str, held: Any, *, reason: str, expiry_hours: float | None) -> str:

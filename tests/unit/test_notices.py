@@ -81,3 +81,28 @@ def test_rule_notice_parts_go_to_their_language_sections(tmp_path):
     ja, en = body.split("[English]")
     assert "外部宛てのため保留しました。" in ja and "確認してください。" in ja and "Held: external" not in ja
     assert "Held: external recipient." in en and "保留しました" not in en
+
+
+def test_utf8_sender_gets_a_utf8_to_header_and_an_ascii_one_does_not_change(held):
+    import dataclasses
+
+    from mailguard.notices import notice_mail_options
+
+    utf8 = dataclasses.replace(held, mail_from="山田@city.example.lg.jp")
+    raw = build_notice(HELD_NOTICE, utf8, sender="postmaster@city.example.lg.jp")
+    msg = email.message_from_string(raw.decode("utf-8"), policy=default)  # RFC 6532
+    assert [a.addr_spec for a in msg["To"].addresses] == ["山田@city.example.lg.jp"]
+    assert held.id in msg["Subject"] and "[English]" in msg.get_content()
+    assert notice_mail_options("postmaster@city.example.lg.jp", utf8.mail_from) == ["SMTPUTF8"]
+    assert notice_mail_options("postmaster@city.example.lg.jp", held.mail_from) == []
+
+
+@pytest.mark.parametrize("mail_from", ["山田@x.example, victim@example.net", "山田 <a@x.example>", "山田@",
+                                       "山田@x.example\r\nBcc: victim@example.net"])
+def test_utf8_sender_that_is_not_one_addr_spec_adds_no_address(held, mail_from):
+    import dataclasses
+
+    raw = build_notice(HELD_NOTICE, dataclasses.replace(held, mail_from=mail_from),
+                       sender="postmaster@city.example.lg.jp")
+    msg = email.message_from_string(raw.decode("utf-8"), policy=default)
+    assert msg["Bcc"] is None and "victim" not in str(msg["To"]) and "a@x.example" not in str(msg["To"])
