@@ -214,9 +214,11 @@ class RelaySMTP(SMTP):
 
     async def handle_exception(self, error: Exception) -> str:
         # The upstream's state is unknown after an internal error: drop the link
-        # and start the client's transaction over (it gets 451 4.3.0 now).
+        # and start the client's transaction over (it gets 451 4.3.0 now, not
+        # after a QUIT that an unwell upstream may take QUIT_TIMEOUT to answer:
+        # the link is closed in a tracked task that stop() waits for).
         if self.conv is not None:
-            await self.relay._drop_link(self.conv)
+            self.relay.drop_link_soon(self.conv)
         self._set_rset_state()
         return await super().handle_exception(error)
 
@@ -357,6 +359,13 @@ class Relay:
         conv.link, conv.pool, conv.in_tx = None, None, False
         if link is not None and pool is not None:
             await pool.release(link, reusable=reusable)
+
+    def drop_link_soon(self, conv: Conversation) -> None:
+        """Detach the link now (never reused) and close it in the background."""
+        link, pool = conv.link, conv.pool
+        conv.link, conv.pool, conv.in_tx = None, None, False
+        if link is not None and pool is not None:
+            self.track(pool.release(link, reusable=False))
 
     async def _reset_upstream(self, conv: Conversation) -> None:
         """RSET upstream if a transaction is open there; drop the link if that fails."""

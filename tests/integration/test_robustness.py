@@ -11,11 +11,11 @@ import json
 import time
 from email.policy import default
 
-from conftest import start_sink
+from conftest import Sink, _SinkSMTP, start_sink
 
 from mailguard.config import load_config
 from mailguard.hold import Holder, Recorder
-from mailguard.policy import HOLD, Decision
+from mailguard.policy import BLOCK, HOLD, Decision
 from mailguard.store import HELD
 
 UTF8_SENDER = "山田@city.example.lg.jp"
@@ -114,3 +114,67 @@ async def test_notice_to_ascii_sender_is_sent_without_smtputf8(start_relay, upst
     notices = await _wait(lambda: [m for m in upstream.messages if m.rcpt_tos == ["staff@city.example.lg.jp"]])
     assert notices and notices[0].mail_options == []
     notices[0].data.decode("ascii")  # still 7-bit
+
+
+# ------------------------------------------------- 2. 451 does not wait for QUIT
+
+
+class _QuitSlowSMTP(_SinkSMTP):
+    """A sink that takes ``quit_delay`` seconds to answer QUIT (forever by default)."""
+
+    quit_delay = 3600.0
+
+    async def smtp_QUIT(self, arg):
+        await asyncio.sleep(self.quit_delay)
+        await super().smtp_QUIT(arg)
+
+
+async def _quit_slow_sink(delay: float = 3600.0) -> Sink:
+    sink = Sink()
+    proto = type("QuitSlow", (_QuitSlowSMTP,), {"quit_delay": delay})
+    sink.server = await asyncio.get_running_loop().create_server(lambda: proto(sink), "127.0.0.1", 0)
+    sink.port = sink.server.sockets[0].getsockname()[1]
+    return sink
+
+
+class _Exploding:
+    def __iter__(self):
+        raise RuntimeError("reasons cannot be read")
+
+
+class BrokenDecision:
+    """A pipeline whose decision blows up the relay's reply (an internal error that
+    reaches RelaySMTP.handle_exception, not the inspect guard)."""
+
+    async def inspect(self, mail_from, rcpt_tos, data):
+        return Decision(BLOCK, "test-block", reasons=_Exploding())
+
+
+async def test_internal_error_451_is_sent_without_waiting_for_upstream_quit(start_relay, raw):
+    sink = await _quit_slow_sink()
+    try:
+        h = await start_relay(pipeline=BrokenDecision(), upstream_url=sink.url)
+        c = await raw(h.port)
+        await c.reply()
+        await c.cmd("EHLO client.test")
+        assert (await c.cmd("MAIL FROM:<staff@city.example.lg.jp>"))[0] == 250
+        assert (await c.cmd("RCPT TO:<someone@example.com>"))[0] == 250
+        assert (await c.cmd("DATA"))[0] == 354
+        started = time.monotonic()
+        code, lines = await c.cmd(MESSAGE + b".\r\n")
+        elapsed = time.monotonic() - started
+        assert code == 451 and lines[-1].startswith("451 4.3.0"), lines
+        assert elapsed < 2.0, f"451 took {elapsed:.1f}s: the relay waited for the upstream's QUIT"
+
+        # The connection goes on, on a fresh upstream link.
+        assert (await c.cmd("MAIL FROM:<staff@city.example.lg.jp>"))[0] == 250
+        assert sink.connections == 2
+        assert (await c.cmd("QUIT"))[0] == 221
+
+        # stop waits for the background close (QUIT_TIMEOUT bounds it) and leaves no task.
+        await h.app.stop(grace=1)
+        assert not h.relay._tasks
+        assert await _wait(lambda: all(p.transport is None or p.transport.is_closing() for p in sink.protocols),
+                           timeout=2)
+    finally:
+        sink.server.close()
