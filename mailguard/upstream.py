@@ -336,6 +336,7 @@ class UpstreamPool:
         self.scheme = cfg.scheme
         self.closed = False
         self._idle: list[SMTPLink] = []
+        self._closing: set[asyncio.Task[None]] = set()  # stale links being closed
         self._tls: ssl.SSLContext | None = None
         self._auth: tuple[str, str] | None = None
         self.extensions: frozenset[str] | None = None  # last seen from the upstream
@@ -363,8 +364,20 @@ class UpstreamPool:
             if link.alive and now - link.idle_since < IDLE_MAX_AGE:
                 link.reused = True
                 return link
-            asyncio.ensure_future(link.close())
+            self._close_soon(link)
         return await self.connect()
+
+    def _close_soon(self, link: SMTPLink) -> None:
+        # Referenced until done (the loop keeps only weak references to tasks);
+        # close() waits for these.
+        task = asyncio.ensure_future(link.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closed)
+
+    def _closed(self, task: asyncio.Task[None]) -> None:
+        self._closing.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed QUIT is nothing to report
 
     async def connect(self) -> SMTPLink:
         smtp = aiosmtplib.SMTP(
@@ -415,9 +428,21 @@ class UpstreamPool:
             await self.release(await self.acquire())
 
     async def close(self) -> None:
+        """Close the idle links and wait for stale ones already being closed.
+
+        Each close is a QUIT bounded by QUIT_TIMEOUT; whatever is still pending
+        a little after that is cancelled (SMTPLink.close drops the socket then)."""
         self.closed = True
         idle, self._idle = self._idle, []
-        await asyncio.gather(*(link.close() for link in idle), return_exceptions=True)
+        for link in idle:
+            self._close_soon(link)
+        pending = set(self._closing)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=QUIT_TIMEOUT + 1.0)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def begin(pool: UpstreamPool, link: Link | None, sender: str, options: Iterable[str]) -> tuple[Link, UpstreamReply]:

@@ -17,6 +17,7 @@ from mailguard.config import load_config
 from mailguard.hold import Holder, Recorder
 from mailguard.policy import BLOCK, HOLD, Decision
 from mailguard.store import HELD
+from mailguard.upstream import IDLE_MAX_AGE, UpstreamPool
 
 UTF8_SENDER = "山田@city.example.lg.jp"
 MESSAGE = (b"From: staff@city.example.lg.jp\r\nTo: someone@example.com\r\n"
@@ -176,5 +177,32 @@ async def test_internal_error_451_is_sent_without_waiting_for_upstream_quit(star
         assert not h.relay._tasks
         assert await _wait(lambda: all(p.transport is None or p.transport.is_closing() for p in sink.protocols),
                            timeout=2)
+    finally:
+        sink.server.close()
+
+
+# ------------------------------------------- 3. stale pooled links are awaited
+
+
+async def test_pool_close_waits_for_stale_links_closing_in_background(write_config, tmp_path):
+    sink = await _quit_slow_sink(delay=0.5)
+    try:
+        config = load_config(write_config({
+            "upstream": {"url": sink.url, "timeout": 5},
+            "store": {"path": str(tmp_path / "store")},
+            "policy": {"dir": str(tmp_path)},
+        }))
+        pool = UpstreamPool(config.upstream, local_hostname="mailguard.test")
+        stale = await pool.acquire()
+        await pool.release(stale)
+        stale.idle_since -= IDLE_MAX_AGE + 1  # idle too long: the next acquire replaces it
+        fresh = await pool.acquire()
+        assert fresh is not stale and sink.connections == 2
+        assert stale.alive  # its QUIT is in flight (the sink answers after 0.5 s)
+
+        await pool.close()
+        assert not stale.alive, "pool.close() returned before the stale link was closed"
+        await pool.release(fresh)  # pool closed: closed, not pooled
+        assert not fresh.alive
     finally:
         sink.server.close()
