@@ -52,23 +52,7 @@ asyncio.run(main())
 # --pipeline pass: the relay core alone (pass-everything pipeline, no hold store,
 # no audit): the figure the relay issue targets. --pipeline real: `mailguard serve`
 # with scanning, policy and audit, i.e. the whole product.
-PASS_RELAY = r"""
-import asyncio, sys
-from mailguard.config import load_config
-from mailguard.log import configure_logging
-from mailguard.policy import Decision
-from mailguard.server import App, Services, local_hostname
-from mailguard.upstream import UpstreamPool
-class PassAll:
-    async def inspect(self, mail_from, rcpt_tos, data):
-        return Decision("pass", "bench-pass")
-config = load_config(sys.argv[1])
-configure_logging(config.log.level)
-async def main():
-    services = Services(PassAll(), UpstreamPool(config.upstream, local_hostname=local_hostname(config)))
-    return await App(config, sys.argv[1], services=services).run()
-sys.exit(asyncio.run(main()))
-"""
+PASS_RELAY = str(REPO / "tests" / "pass_relay.py")  # serve with a pass-everything pipeline
 
 
 def free_port() -> int:
@@ -177,7 +161,7 @@ async def run(args: argparse.Namespace) -> int:
     sink = subprocess.Popen([sys.executable, "-c", SINK, str(sink_port)], stdout=subprocess.PIPE, env=env)
     cfg = str(work / "mailguard.toml")
     if args.pipeline == "pass":
-        cmd = [sys.executable, "-c", PASS_RELAY, cfg]
+        cmd = [sys.executable, PASS_RELAY, cfg]
     else:
         cmd = [sys.executable, "-m", "mailguard", "-c", cfg, "serve"]
     relay = subprocess.Popen(cmd, env=env, cwd=work)

@@ -16,23 +16,7 @@ import pytest
 
 from conftest import REPO, RawClient, write_config_file
 
-LAUNCH = r"""
-import asyncio, sys
-from mailguard.config import load_config
-from mailguard.log import configure_logging
-from mailguard.policy import Decision
-from mailguard.server import App, Services, local_hostname
-from mailguard.upstream import UpstreamPool
-class PassAll:
-    async def inspect(self, mail_from, rcpt_tos, data):
-        return Decision("pass", "test-pass")
-config = load_config(sys.argv[1])
-configure_logging(config.log.level)
-async def main():
-    app = App(config, sys.argv[1], services=Services(PassAll(), UpstreamPool(config.upstream)))
-    return await app.run()
-sys.exit(asyncio.run(main()))
-"""
+LAUNCH = str(REPO / "tests" / "pass_relay.py")  # serve with a pass-everything pipeline
 
 
 def free_port() -> int:
@@ -79,7 +63,7 @@ async def greet(port: int) -> RawClient:
 async def test_sigterm_finishes_transaction_in_flight_then_exits_0(tmp_path, upstream):
     port = free_port()
     cfg = config_for(tmp_path, upstream.url, port)
-    proc = await start_process([sys.executable, "-c", LAUNCH, str(cfg)], port, tmp_path)
+    proc = await start_process([sys.executable, LAUNCH, str(cfg)], port, tmp_path)
     busy = await greet(port)
     idle = await greet(port)
     assert (await busy.cmd("MAIL FROM:<s@x.test>"))[0] == 250
@@ -104,7 +88,7 @@ async def test_sigterm_finishes_transaction_in_flight_then_exits_0(tmp_path, ups
 async def test_sighup_reloads_and_refuses_a_bad_config(tmp_path, upstream):
     port = free_port()
     cfg = config_for(tmp_path, upstream.url, port, max_recipients=1)
-    proc = await start_process([sys.executable, "-c", LAUNCH, str(cfg)], port, tmp_path)
+    proc = await start_process([sys.executable, LAUNCH, str(cfg)], port, tmp_path)
     try:
         async def rcpt_codes() -> list[int]:
             c = await greet(port)

@@ -191,17 +191,21 @@ def test_decide_is_pure() -> None:
     assert decide(f, SHIPPED) == decide(f, SHIPPED)
 
 
-def test_documented_local_override_for_reply_all_with_one_external(tmp_path: Path) -> None:
-    """docs/policy.md's 05-local.toml example: Cc'ing one colleague on an answer is held, not blocked."""
-    import re as _re
+def shipped_with_doc_example(tmp_path: Path, title: str):
+    """The shipped policy plus the ```toml block of docs/policy.md whose first line is `# TITLE`."""
     import shutil
 
     root = Path(__file__).resolve().parents[2]
     doc = (root / "docs" / "policy.md").read_text(encoding="utf-8")
-    snippet = _re.search(r"```toml\n# 05-local.toml\n(.*?)```", doc, _re.S).group(1)
+    snippet = re.search(rf"```toml\n# {re.escape(title)}\n(.*?)```", doc, re.S).group(1)
     shutil.copy(root / "policies" / "10-default.toml", tmp_path / "10-default.toml")
-    (tmp_path / "05-local.toml").write_text(snippet, encoding="utf-8")
-    policy = load_policy(tmp_path)
+    (tmp_path / Path(title).name).write_text(snippet, encoding="utf-8")
+    return load_policy(tmp_path)
+
+
+def test_documented_local_override_for_reply_all_with_one_external(tmp_path: Path) -> None:
+    """docs/policy.md's 05-local.toml example: Cc'ing one colleague on an answer is held, not blocked."""
+    policy = shipped_with_doc_example(tmp_path, "05-local.toml")
     asker_and_boss = make(("asker@city.example2.lg.jp", COLLEAGUE), persons=2, is_reply=True, is_reply_all=True)
     assert decide(asker_and_boss, SHIPPED).rule == "reply-all-external"
     assert decide(asker_and_boss, policy).rule == "reply-all-one-external-hold"
@@ -211,14 +215,7 @@ def test_documented_local_override_for_reply_all_with_one_external(tmp_path: Pat
 
 def test_documented_image_override_holds_other_unscannable_content(tmp_path: Path) -> None:
     """docs/policy.md's 05-images.toml: images alone to outside pass, an encrypted zip is still held."""
-    import shutil
-
-    root = Path(__file__).resolve().parents[2]
-    doc = (root / "docs" / "policy.md").read_text(encoding="utf-8")
-    snippet = re.search(r"```toml\n# policies/05-images.toml\n(.*?)```", doc, re.S).group(1)
-    shutil.copy(root / "policies" / "10-default.toml", tmp_path / "10-default.toml")
-    (tmp_path / "05-images.toml").write_text(snippet, encoding="utf-8")
-    policy = load_policy(tmp_path)
+    policy = shipped_with_doc_example(tmp_path, "policies/05-images.toml")
     logo = (Unscannable("attachment:logo.png", "image (image/png); text in images is not read (no OCR)"),)
     assert decide(make(ext(1), unscannable=logo), SHIPPED).action == HOLD  # the shipped default holds images
     assert decide(make(ext(1), unscannable=logo), policy).rule == "external-images-only"
