@@ -23,7 +23,12 @@ from urllib.parse import urlsplit
 
 from mailguard.errors import ConfigError
 
-DEFAULT_CONFIG = "mailguard.toml"
+SYSTEM_CONFIG = "/etc/mailguard/mailguard.toml"
+CONFIG_ENV = "MAILGUARD_CONFIG"
+BUILTIN_SOURCE = "(built-in defaults)"
+# The built-in defaults are for trying mailguard out of a checkout: the DESIGN's
+# example domain, so a demo sender is internal and every real address external.
+EXAMPLE_INTERNAL_DOMAIN = "city.example.lg.jp"
 UPSTREAM_SCHEMES = ("smtp", "smtps", "smtp+starttls", "maildir")
 
 
@@ -70,7 +75,7 @@ class UpstreamConfig:
 
 @dataclass(frozen=True)
 class OrganisationConfig:
-    internal_domains: tuple[str, ...] = ()
+    internal_domains: tuple[str, ...] = ()  # required in a config file; see require_internal_domains
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,11 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
-    source: str = "(built-in defaults)"
+    source: str = BUILTIN_SOURCE
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.source == BUILTIN_SOURCE
 
     @property
     def store_path(self) -> Path:
@@ -147,18 +156,33 @@ def split_hostport(value: str) -> tuple[str, int]:
     return host, int(port_s)
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Load and validate a config file.
+def find_config(path: str | os.PathLike[str] | None = None) -> str | None:
+    """The config file to read: ``-c``, else ``$MAILGUARD_CONFIG``, else
+    /etc/mailguard/mailguard.toml if it exists; None means the built-in defaults.
 
-    ``path=None`` means ``./mailguard.toml`` if it exists, else the built-in
-    defaults. An explicitly named file that does not exist is an error.
+    A file named by ``-c`` or the environment must exist (an error otherwise):
+    a typo there must never fall back to defaults and an empty store.
     """
+    if path is not None:
+        return os.fspath(path)
+    env = os.environ.get(CONFIG_ENV, "").strip()
+    if env:
+        return env
+    # lexists: a dangling link or a directory at the system path is a mistake to
+    # report, not a reason to fall back to the defaults silently.
+    return SYSTEM_CONFIG if os.path.lexists(SYSTEM_CONFIG) else None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate the config file that find_config() names.
+
+    With no file anywhere, the built-in defaults (``config.is_builtin``); the CLI
+    announces that on stderr with the store path it uses.
+    """
+    path = find_config(path)
     if path is None:
-        if not os.path.lexists(DEFAULT_CONFIG):
-            return _finish(Config(), Path.cwd(), "(built-in defaults)")
-        # A ./mailguard.toml that exists but is a directory or a dangling link is
-        # a mistake to report, not a reason to fall back to the defaults silently.
-        path = DEFAULT_CONFIG
+        return _finish(Config(organisation=OrganisationConfig((EXAMPLE_INTERNAL_DOMAIN,))),
+                       Path.cwd(), BUILTIN_SOURCE)
     p = Path(path)
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -176,6 +200,16 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(str(p), "", f"not valid TOML: {exc}") from None
     cfg = _build(Config, raw, str(p), "")
     return _finish(cfg, p.resolve().parent, str(p))
+
+
+def require_internal_domains(config: Config) -> None:
+    """Refuse a config without internal domains: every colleague would count as
+    external, and mail between offices would be held or blocked (issue 13.4)."""
+    if not config.organisation.internal_domains:
+        raise ConfigError(
+            config.source, "organisation.internal_domains",
+            'is missing or empty; list your own domains, e.g. internal_domains = ["city.example.lg.jp"] '
+            "(a domain covers its subdomains)")
 
 
 def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:

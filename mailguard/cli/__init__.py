@@ -18,6 +18,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 COMMAND_MODULES = ("serve", "scan", "check", "policy", "held", "audit", "status")
+# Commands whose answer depends on who is internal: without internal domains every
+# colleague is external, so these refuse to run rather than decide wrongly.
+NEEDS_INTERNAL_DOMAINS = ("serve", "check", "policy")
 
 
 def add_config_option(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -26,7 +29,8 @@ def add_config_option(parser: argparse.ArgumentParser, top: bool = False) -> Non
     parser.add_argument(
         "-c", "--config", metavar="FILE",
         default=None if top else argparse.SUPPRESS,
-        help="configuration file (default ./mailguard.toml, else built-in defaults)",
+        help="configuration file (default $MAILGUARD_CONFIG, else /etc/mailguard/mailguard.toml, "
+             "else built-in defaults)",
     )
 
 
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     # explicitly where they are created, and the umask is the second belt.
     os.umask(0o077)
     try:
-        from mailguard.config import load_config
+        from mailguard.config import CONFIG_ENV, SYSTEM_CONFIG, load_config, require_internal_domains
         from mailguard.log import configure_logging
 
         # Library warnings (an upstream that refused a notice, ...) go to stderr
@@ -78,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         # `--json` output. `serve` sets its own level from the config.
         configure_logging("warning", stream=_Stderr())
         config = load_config(args.config)
+        if config.is_builtin:
+            # Never silently: an admin in /opt/mailguard without -c would otherwise
+            # read (and create) an empty store while the real one holds mail.
+            print(f"mailguard: no configuration file (-c, ${CONFIG_ENV}, {SYSTEM_CONFIG}); "
+                  f"using built-in defaults with store {config.store.path}", file=sys.stderr)
+        if args.command in NEEDS_INTERNAL_DOMAINS:
+            require_internal_domains(config)
         status = int(args.func(args, config) or EXIT_OK)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
         return status

@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         q = hs.add_parser(name, help=helptext)
         add_config_option(q)
         q.add_argument("id")
-        q.add_argument("--reason", required=True, help="why (recorded in the audit log)")
+        q.add_argument("--reason", required=True, type=non_blank_reason,
+                       help="why (recorded in the audit log; must not be blank)")
         q.set_defaults(func=run_release if name == "release" else run_reject)
 
     q = hs.add_parser("expire", help="expire mail held past store.hold_expiry_hours (never releases)")
@@ -57,6 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--older-than", type=float, required=True, metavar="DAYS",
                    help="decided more than DAYS days ago")
     q.set_defaults(func=run_purge)
+
+
+def non_blank_reason(text: str) -> str:
+    """argparse type: a reason an auditor can read later (exit 2 when blank)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be blank: say why, e.g. --reason \"confirmed with the sender\"")
+    return text.strip()
 
 
 def _open(config: Any) -> tuple[Any, Any]:

@@ -107,10 +107,10 @@ def test_unreadable_config_files_exit_2_saying_why(site: Path, capsys, monkeypat
         assert main(argv) == EXIT_USAGE
         err = capsys.readouterr().err
         assert why in err and "Traceback" not in err and "Errno" not in err
-    # ./mailguard.toml that is a directory is reported, not silently ignored.
+    # $MAILGUARD_CONFIG naming a directory is reported, not silently ignored.
     d = site / "cwd"
     (d / "mailguard.toml").mkdir(parents=True)
-    monkeypatch.chdir(d)
+    monkeypatch.setenv("MAILGUARD_CONFIG", str(d / "mailguard.toml"))
     assert main(["policy", "check"]) == EXIT_USAGE
     assert "is a directory" in capsys.readouterr().err
 

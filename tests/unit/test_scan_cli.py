@@ -69,6 +69,7 @@ def test_capped_findings_say_how_many_they_stand_for(tmp_path, capsys, monkeypat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "policies").mkdir()
     (tmp_path / "mailguard.toml").write_text("[limits]\nmax_findings = 3\n", encoding="utf-8")
+    monkeypatch.setenv("MAILGUARD_CONFIG", str(tmp_path / "mailguard.toml"))
     nums = [fx.my_number(100 + i) for i in range(8)]
     csv = tmp_path / "list.csv"
     csv.write_text("氏名,個人番号\n" + "".join(f"住民{i},{n}\n" for i, n in enumerate(nums)), encoding="utf-8")
