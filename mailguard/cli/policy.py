@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from mailguard.cli import EXIT_OK, add_config_option
+import sys
+
+from mailguard.cli import EXIT_OK, EXIT_USAGE, add_config_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "check", help="validate the policy; exit 2 with file:line on error"
     )
     add_config_option(check)
+    check.add_argument("--strict", action="store_true",
+                       help="treat warnings (such as a rule an earlier rule shadows) as errors (exit 2)")
     check.set_defaults(func=run)
 
 
@@ -32,6 +36,14 @@ def run(args: argparse.Namespace, config: object) -> int:
         conds = ", ".join(f"{k}={_show(v)}" for k, v in rule.conditions.items()) or "(always)"
         print(f"  {rule.source}  {rule.name}: {conds} -> {rule.action}")
     print(f"  default -> {policy.default_action}")
+    from mailguard.policy_lint import shadowed_rules
+
+    warnings = shadowed_rules(policy, config.organisation.internal_domains)  # type: ignore[attr-defined]
+    for w in warnings:
+        print(f"mailguard policy check: {w}", file=sys.stderr)
+    if warnings and args.strict:
+        print(f"mailguard policy check: {len(warnings)} warning(s) and --strict: failed", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
