@@ -23,6 +23,17 @@ INTERFACE (fixed; other stages code against it):
     fingerprint(number, key) -> hex HMAC-SHA256
     check_digit(first11) -> int;  is_valid(number) -> bool
 
+LAYOUT (imports run down this list, never up):
+
+    __init__    detect(): orchestration, the findings, the public names
+    context     confidence and reason: keyword/negative hits, column header,
+                list rule, the rules for a number no keyword reaches
+    candidates  12-digit candidates as columns, the neighbour rules
+    words       keyword and negative-word lists, their spellings, the automaton
+    chars       NFKC digit/separator classes, normalise()
+    numbers     check digit, Corporate Number, mask, fingerprint
+    mailguard.records   Span, Finding, Detection (and the HMAC they compute)
+
 HOW (DESIGN §4, declared together as a recognizer would):
 
     normalise   NFKC plus the hyphen-likes NFKC leaves alone (U+2010-2015,
