@@ -46,6 +46,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from mailguard.durable import fsync_dir as _fsync_dir
+from mailguard.durable import write_locked
 from mailguard.errors import NotFound, StoreError
 
 HELD, RELEASED, REJECTED, EXPIRED = "held", "released", "rejected", "expired"
@@ -193,21 +195,6 @@ def _row_to_held(row: sqlite3.Row) -> HeldMessage:
     return HeldMessage(**d)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
 class Store:
     """One store directory. Thread-safe: the relay calls it from worker threads."""
 
@@ -276,6 +263,9 @@ class Store:
     def message_path(self, hold_id: str) -> Path:
         return self.messages / f"{check_id(hold_id)}.msg"
 
+    def _tmp_name(self, hold_id: str) -> Path:
+        return self.tmp / f"{hold_id}.{os.getpid()}.{threading.get_ident()}.tmp"
+
     # -- adding ------------------------------------------------------------
 
     def add(
@@ -301,19 +291,15 @@ class Store:
         hold_id = new_id()
         envelope = {"mail_from": mail_from, "rcpt_tos": list(rcpt_tos), "mail_options": list(mail_options)}
         head = MAGIC + json.dumps(envelope, ensure_ascii=False).encode("utf-8") + b"\n"
-        tmp = self.tmp / f"{hold_id}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp = self._tmp_name(hold_id)
         final = self.message_path(hold_id)
+        if os.path.exists(final):  # 23^16 ids: only a bug could get here
+            raise StoreError(f"hold id collision: {hold_id}")
         fd = -1
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            _write_all(fd, head)
-            _write_all(fd, data)
-            os.fsync(fd)
-            if os.path.exists(final):  # 23^16 ids: only a bug could get here
-                raise StoreError(f"hold id collision: {hold_id}")
-            os.rename(tmp, final)
-            _fsync_dir(self.messages)
+            # The flock taken on the temporary file is held until the row is
+            # committed: recovery leaves a file alone while its writer lives.
+            fd = write_locked(final, (head, data), tmp=tmp)
             now = now_iso()
             row = {
                 "id": hold_id, "state": HELD, "rule": rule,
@@ -334,12 +320,11 @@ class Store:
             with self._write() as db:
                 db.execute(f"INSERT INTO held ({cols}) VALUES ({marks})", tuple(row.values()))
         except BaseException as exc:
-            # Nothing was promised yet: take back what was written.
-            for p in (tmp, final):
-                with contextlib.suppress(OSError):
-                    if p == final and self._row_exists(hold_id):
-                        continue
-                    os.unlink(p)
+            # Nothing was promised yet: take back what was written (write_locked
+            # already removed its temporary file).
+            with contextlib.suppress(OSError, StoreError):
+                if not self._row_exists(hold_id):
+                    os.unlink(final)
             if isinstance(exc, (OSError, sqlite3.Error)):
                 raise StoreError(f"cannot store the message: {exc}") from exc
             raise
@@ -467,17 +452,8 @@ class Store:
         envelope, data = self.read_message(hold_id)
         env = {"mail_from": envelope.mail_from, "rcpt_tos": list(remaining),
                "mail_options": list(envelope.mail_options)}
-        tmp = self.tmp / f"{hold_id}.{os.getpid()}.{threading.get_ident()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            _write_all(fd, MAGIC + json.dumps(env, ensure_ascii=False).encode("utf-8") + b"\n" + data)
-            os.fsync(fd)
-            os.rename(tmp, self.message_path(hold_id))
-            _fsync_dir(self.messages)
-        except BaseException:
-            os.close(fd)
-            raise
+        head = MAGIC + json.dumps(env, ensure_ascii=False).encode("utf-8") + b"\n"
+        fd = write_locked(self.message_path(hold_id), (head, data), tmp=self._tmp_name(hold_id))
         with self._lock:
             held_fds = self._lock_fds.get(hold_id)
             if held_fds is None:
