@@ -3,6 +3,7 @@
     write_file(final, data, *, tmp, replace=True)                 -> None
     write_locked(final, data, *, tmp, replace=True)               -> fd (flocked; caller closes)
     fsync_dir(path)                                               -> None
+    probe_dir(path)                                               -> None (OSError if not writable)
 
 Steps, in order: create ``tmp`` with O_EXCL (never reuse or follow a name that
 is already there) and mode 0600; with ``write_locked`` take an exclusive flock
@@ -31,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -55,7 +57,7 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def _chunks(data: bytes | Iterable[bytes]) -> Iterable[bytes]:
-    return (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    return (data,) if isinstance(data, bytes) else data
 
 
 def write_locked(final: str | os.PathLike[str], data: bytes | Iterable[bytes], *,
@@ -70,7 +72,7 @@ def write_locked(final: str | os.PathLike[str], data: bytes | Iterable[bytes], *
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         for chunk in _chunks(data):
-            write_all(fd, bytes(chunk))
+            write_all(fd, chunk)
         os.fsync(fd)
         if replace:
             os.rename(tmp, final)
@@ -93,3 +95,15 @@ def write_file(final: str | os.PathLike[str], data: bytes | Iterable[bytes], *,
                tmp: str | os.PathLike[str], replace: bool = True) -> None:
     """Write ``data`` durably to ``final`` via ``tmp`` (see the module doc)."""
     os.close(write_locked(final, data, tmp=tmp, replace=replace))
+
+
+def probe_dir(path: str | os.PathLike[str]) -> None:
+    """Prove a directory takes a durable write: create, fsync and remove one file."""
+    probe = Path(path) / f".probe-{os.getpid()}-{time.monotonic_ns()}"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    try:
+        write_all(fd, b"ok\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(probe)

@@ -33,8 +33,11 @@ DIAGNOSTICS: none; callers log (``held``, ``released``, ...) and audit.
 
 from __future__ import annotations
 
+import builtins
+
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -44,10 +47,11 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
+from mailguard.audit import AuditLog
 from mailguard.durable import fsync_dir as _fsync_dir
-from mailguard.durable import write_locked
+from mailguard.durable import probe_dir, write_locked
 from mailguard.errors import NotFound, StoreError
 
 HELD, RELEASED, REJECTED, EXPIRED = "held", "released", "rejected", "expired"
@@ -207,6 +211,7 @@ class Store:
         self.tmp = self.path / "tmp"
         self._lock = threading.RLock()
         self._lock_fds: dict[str, list[int]] = {}  # hold id -> flocked fds of a locked() block
+        self._audit: AuditLog | None = None
         try:
             for d in (self.path, self.messages, self.tmp):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -229,6 +234,35 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit sink: ``audit.jsonl`` beside the messages (mailguard.audit)."""
+        if self._audit is None:
+            self._audit = AuditLog(self.path)
+        return self._audit
+
+    # -- without opening: what `mailguard status` asks ----------------------------
+
+    @staticmethod
+    def exists(path: str | os.PathLike[str]) -> bool:
+        """Has a store been created at ``path``? Creates nothing."""
+        return (Path(path) / "meta.sqlite").exists()
+
+    @staticmethod
+    def probe(path: str | os.PathLike[str]) -> str:
+        """Can this user write durably here? Returns a detail, raises StoreError naming
+        the problem. Creates, fsyncs and removes one file; creates no store."""
+        where = Path(path)
+        if where.exists() and not where.is_dir():
+            raise StoreError(f"{where}: is not a directory (check store.path)")
+        if not where.is_dir():
+            raise StoreError(f"{where}: does not exist (has `mailguard serve` ever run with this config?)")
+        try:
+            probe_dir(where / "tmp" if (where / "tmp").is_dir() else where)
+        except OSError as exc:
+            raise StoreError(f"{where}: not writable: {exc.strerror or exc}") from exc
+        return f"{where} writable"
 
     # -- low level ---------------------------------------------------------
 
@@ -271,21 +305,21 @@ class Store:
     def add(
         self,
         mail_from: str,
-        rcpt_tos: list[str] | tuple[str, ...],
+        rcpt_tos: Sequence[str],
         data: bytes,
         *,
         rule: str,
-        reasons: tuple[str, ...] | list[str] = (),
+        reasons: Sequence[str] = (),
         notice: str = "",
         persons: int = 0,
-        findings: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
-        fingerprints: list[str] | tuple[str, ...] = (),
-        unscannable: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
+        findings: Sequence[dict[str, Any]] = (),
+        fingerprints: Sequence[str] = (),
+        unscannable: Sequence[dict[str, Any]] = (),
         subject: str = "",
         message_id: str = "",
         sha256: str = "",
         approvals_required: int = 1,
-        mail_options: tuple[str, ...] | list[str] = (),
+        mail_options: Sequence[str] = (),
     ) -> HeldMessage:
         """Make a message durable (file + row) and return its row. Raises StoreError."""
         hold_id = new_id()
@@ -353,7 +387,7 @@ class Store:
             raise NotFound(f"no held message {hold_id}")
         return _row_to_held(rows[0])
 
-    def list(self, state: str | None = HELD) -> list[HeldMessage]:
+    def list(self, state: str | None = HELD) -> builtins.list[HeldMessage]:
         if state is None:
             rows = self._query("SELECT * FROM held ORDER BY received, id")
         else:
@@ -442,7 +476,7 @@ class Store:
                 (now_iso(), now_iso(), hold_id, HELD),
             )
 
-    def narrow_recipients(self, hold_id: str, remaining: list[str]) -> None:
+    def narrow_recipients(self, hold_id: str, remaining: builtins.list[str]) -> None:
         """After a partial release: keep only ``remaining`` in the stored envelope.
 
         Rewritten the durable way (tmp, fsync, rename, fsync dir); the caller holds
@@ -486,13 +520,13 @@ class Store:
                 raise StoreError(f"{hold_id} is {row['state']}, not held")
         return self.get(hold_id)
 
-    def due_for_expiry(self, cutoff_iso: str) -> list[HeldMessage]:
+    def due_for_expiry(self, cutoff_iso: str) -> builtins.list[HeldMessage]:
         rows = self._query(
             "SELECT * FROM held WHERE state = ? AND received < ? ORDER BY received", (HELD, cutoff_iso)
         )
         return [_row_to_held(r) for r in rows]
 
-    def purgeable(self, cutoff_iso: str) -> list[HeldMessage]:
+    def purgeable(self, cutoff_iso: str) -> builtins.list[HeldMessage]:
         rows = self._query(
             "SELECT * FROM held WHERE state IN (?, ?, ?) AND purged_at IS NULL AND decided_at < ?"
             " ORDER BY decided_at",
@@ -500,7 +534,7 @@ class Store:
         )
         return [_row_to_held(r) for r in rows]
 
-    def purge_file(self, hold_id: str) -> HeldMessage:
+    def purge(self, hold_id: str) -> HeldMessage:
         """Delete a finished message's file (call with it locked); the row stays."""
         with self._write() as db:
             row = db.execute("SELECT state FROM held WHERE id = ?", (hold_id,)).fetchone()
@@ -527,7 +561,7 @@ class Store:
             if self._row_exists(stem):
                 continue
             # No row: the writer died before the commit, so no 250 was sent.
-            if self._try_remove_unlocked(p, unless=lambda s=stem: self._row_exists(s)):
+            if self._try_remove_unlocked(p, unless=functools.partial(self._row_exists, stem)):
                 rec.orphans_removed += 1
         if rec.temp_removed or rec.orphans_removed:
             _fsync_dir(self.messages)
@@ -544,7 +578,7 @@ class Store:
         return rec
 
     @staticmethod
-    def _try_remove_unlocked(path: Path, unless: Any = None) -> bool:
+    def _try_remove_unlocked(path: Path, unless: Callable[[], bool] | None = None) -> bool:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
