@@ -154,6 +154,14 @@ class AuditLog:
         os.fsync(fd)
         return rec
 
+    def location(self, part: str = "") -> str:
+        """Where the log is (or ``part``, a VerifyResult.bad_file of it), for messages."""
+        return str(self.path.with_name(part) if part else self.path)
+
+    def part_count(self) -> int:
+        """How many pieces the chain is kept in (audit.jsonl and its rotated files)."""
+        return len(self.rotated_files()) + 1
+
     def rotated_files(self) -> list[Path]:
         """Files logrotate made from audit.jsonl, oldest first."""
         found = []

@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from mailguard.audit import AuditLog
+from mailguard.config import Config
 from mailguard.errors import AuditError, ForwardError, StoreError, UpstreamRefused
 from mailguard.log import get_logger, scrub
 from mailguard.notices import (
@@ -59,7 +59,14 @@ from mailguard.notices import (
     notice_mail_options,
     notice_sender,
 )
-from mailguard.store import EXPIRED, HELD, REJECTED, RELEASED, HeldMessage, Store
+from mailguard.holdstore import AuditSink, HoldStore, open_audit, open_store
+from mailguard.store import EXPIRED, HELD, REJECTED, RELEASED, HeldMessage
+
+if TYPE_CHECKING:  # annotations only: the holder never runs detection or policy
+    from mailguard.detect import Finding
+    from mailguard.policy import Decision
+    from mailguard.scan import Unscannable
+    from mailguard.upstream import UpstreamReply
 
 log = get_logger(component="hold")
 
@@ -91,30 +98,22 @@ def safe_reason(text: str) -> str:
 # -- evidence from a decision ---------------------------------------------------
 
 
-def masked_findings(findings: Any) -> list[dict[str, Any]]:
+def masked_findings(findings: Iterable[Finding]) -> list[dict[str, Any]]:
     """detect.Finding objects -> dicts without the number (never ``number``)."""
-    out = []
-    for f in findings or ():
-        if isinstance(f, dict):
-            get = f.get
-        else:
-            def get(k: str, _f: Any = f) -> Any:
-                return getattr(_f, k, None)
-        out.append({
-            "masked": get("masked") or "",
-            "confidence": get("confidence") or "",
-            "reason": scrub(str(get("reason") or "")),
-            "location": scrub(str(get("location") or "")),
-            "fingerprint": get("fingerprint") or "",
-        })
-    return out
-
-
-def _unscannable(items: Any) -> list[dict[str, str]]:
     return [
-        {"location": scrub(str(getattr(u, "location", "") or "")), "reason": scrub(str(getattr(u, "reason", "") or ""))}
-        for u in items or ()
+        {
+            "masked": f.masked or "",
+            "confidence": f.confidence or "",
+            "reason": scrub(str(f.reason or "")),
+            "location": scrub(str(f.location or "")),
+            "fingerprint": f.fingerprint or "",
+        }
+        for f in findings or ()
     ]
+
+
+def _unscannable(items: Iterable[Unscannable]) -> list[dict[str, str]]:
+    return [{"location": scrub(str(u.location or "")), "reason": scrub(str(u.reason or ""))} for u in items or ()]
 
 
 def _headers(data: bytes) -> tuple[str, str]:
@@ -130,16 +129,16 @@ def _headers(data: bytes) -> tuple[str, str]:
     return subject, message_id
 
 
-def _evidence(mail_from: str, rcpt_tos: list[str], data: bytes, decision: Any) -> dict[str, Any]:
-    findings = masked_findings(getattr(decision, "findings", ()))
+def _evidence(mail_from: str, rcpt_tos: Sequence[str], data: bytes, decision: Decision) -> dict[str, Any]:
+    findings = masked_findings(decision.findings)
     subject, message_id = _headers(data)
     return {
         "rule": decision.rule,
         "reasons": [scrub(str(r)) for r in decision.reasons],
-        "persons": int(getattr(decision, "persons", 0) or 0),
+        "persons": int(decision.persons or 0),
         "findings": findings,
         "fingerprints": sorted({f["fingerprint"] for f in findings if f["fingerprint"]}),
-        "unscannable": _unscannable(getattr(decision, "unscannable", ())),
+        "unscannable": _unscannable(decision.unscannable),
         "subject": subject,
         "message_id": message_id,
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -154,7 +153,7 @@ def _audit_fields(held: HeldMessage) -> dict[str, Any]:
     }
 
 
-def _reply_text(reply: Any) -> str:
+def _reply_text(reply: UpstreamReply | UpstreamRefused) -> str:
     return f"{reply.code} {' '.join(str(reply.text).split())}"[:500]
 
 
@@ -162,7 +161,7 @@ def _reply_text(reply: Any) -> str:
 
 
 class Notifier:
-    def __init__(self, config: Any, audit: AuditLog) -> None:
+    def __init__(self, config: Config, audit: AuditSink) -> None:
         self.config = config
         self.audit = audit
         self.sender = notice_sender(config.store, config.server)
@@ -206,10 +205,10 @@ class Notifier:
 
 
 class Holder:
-    def __init__(self, config: Any, store: Store | None = None, audit: AuditLog | None = None) -> None:
+    def __init__(self, config: Config, store: HoldStore | None = None, audit: AuditSink | None = None) -> None:
         self.config = config
-        self.store = store or Store(config.store.path)
-        self.audit = audit or AuditLog(config.store.path)
+        self.store = store or open_store(config)
+        self.audit = audit or self.store.audit
         self.notifier = Notifier(config, self.audit)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._expiry: asyncio.Task[Any] | None = None
@@ -224,8 +223,8 @@ class Holder:
             log.warning("store_recovered", temp_removed=rec.temp_removed, orphans_removed=rec.orphans_removed,
                         releases_interrupted=rec.releases_interrupted)
 
-    async def hold(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Any,
-                   *, mail_options: tuple[str, ...] | list[str] = ()) -> str:
+    async def hold(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
+                   *, mail_options: Sequence[str] = ()) -> str:
         # Shielded: once the store has begun, a cancellation (the client went
         # away, SIGTERM's grace ran out) must not leave a message held with no
         # log line and no notice; the write thread finishes regardless. aclose()
@@ -241,8 +240,8 @@ class Holder:
         if not task.cancelled():
             task.exception()  # mark it retrieved: a cancelled caller can no longer re-raise it
 
-    async def _hold(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Any,
-                    mail_options: Any) -> str:
+    async def _hold(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
+                    mail_options: Sequence[str]) -> str:
         ev = _evidence(mail_from, rcpt_tos, data, decision)
         held = await asyncio.to_thread(self._hold_durably, mail_from, list(rcpt_tos), data, decision, ev,
                                        tuple(mail_options))
@@ -252,14 +251,14 @@ class Holder:
         task.add_done_callback(self._tasks.discard)
         return held.id
 
-    def _hold_durably(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Any,
+    def _hold_durably(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
                       ev: dict[str, Any], mail_options: tuple[str, ...]) -> HeldMessage:
         held = self.store.add(
             mail_from, rcpt_tos, data, rule=ev["rule"], reasons=ev["reasons"],
-            notice=getattr(decision, "notice", "") or "", persons=ev["persons"],
+            notice=decision.notice or "", persons=ev["persons"],
             findings=ev["findings"], fingerprints=ev["fingerprints"], unscannable=ev["unscannable"],
             subject=ev["subject"], message_id=ev["message_id"], sha256=ev["sha256"],
-            approvals_required=getattr(decision, "approvals", 1) or 1, mail_options=mail_options,
+            approvals_required=decision.approvals or 1, mail_options=mail_options,
         )
         try:
             self.audit.append("hold", operator=SYSTEM_OPERATOR, reasons=ev["reasons"],
@@ -323,10 +322,10 @@ class Holder:
 class Recorder:
     """The relay's audit hook, called once per message after the reply is decided."""
 
-    def __init__(self, config: Any, audit: AuditLog | None = None) -> None:
-        self.audit = audit or AuditLog(config.store.path)
+    def __init__(self, config: Config, audit: AuditSink | None = None) -> None:
+        self.audit = audit or open_audit(config)
 
-    async def record(self, mail_from: str, rcpt_tos: list[str], decision: Any, *, data: bytes | None = None,
+    async def record(self, mail_from: str, rcpt_tos: Sequence[str], decision: Decision, *, data: bytes | None = None,
                      size: int | None = None, outcome: str = "", reply: str = "", hold_id: str | None = None,
                      **extra: Any) -> None:
         """Audit a pass or block decision; raises AuditError.
@@ -343,11 +342,11 @@ class Recorder:
         fields: dict[str, Any] = {
             "operator": SYSTEM_OPERATOR, "from": mail_from, "to": list(rcpt_tos), "rule": decision.rule,
             "reasons": [scrub(str(r)) for r in decision.reasons],
-            "persons": int(getattr(decision, "persons", 0) or 0),
-            "unscannable": _unscannable(getattr(decision, "unscannable", ())),
+            "persons": int(decision.persons or 0),
+            "unscannable": _unscannable(decision.unscannable),
             "outcome": outcome, "reply": " ".join(str(reply).split())[:300],
         }
-        findings = masked_findings(getattr(decision, "findings", ()))
+        findings = masked_findings(decision.findings)
         fields["findings"] = findings
         fields["fingerprints"] = sorted({f["fingerprint"] for f in findings if f["fingerprint"]})
         if data is not None:
@@ -375,7 +374,7 @@ class ReleaseOutcome:
     error: str = ""
 
 
-async def release_message(config: Any, store: Store, audit: AuditLog, hold_id: str,
+async def release_message(config: Config, store: HoldStore, audit: AuditSink, hold_id: str,
                           operator: str, reason: str) -> ReleaseOutcome:
     """Approve and, once enough distinct operators approved, deliver. See the module doc."""
     from mailguard.upstream import send_message
@@ -427,7 +426,7 @@ async def release_message(config: Any, store: Store, audit: AuditLog, hold_id: s
         return out
 
 
-async def reject_message(config: Any, store: Store, audit: AuditLog, hold_id: str,
+async def reject_message(config: Config, store: HoldStore, audit: AuditSink, hold_id: str,
                          operator: str, reason: str) -> tuple[HeldMessage, bool]:
     """Reject a held message; returns it and whether the sender's notice was accepted upstream."""
     reason = safe_reason(reason)
@@ -441,7 +440,7 @@ async def reject_message(config: Any, store: Store, audit: AuditLog, hold_id: st
     return done, notified
 
 
-def expire_message(store: Store, audit: AuditLog, hold_id: str, operator: str) -> HeldMessage:
+def expire_message(store: HoldStore, audit: AuditSink, hold_id: str, operator: str) -> HeldMessage:
     with store.locked(hold_id) as held:
         if held.state != HELD:
             raise StoreError(f"{hold_id} is {held.state}, not held")
@@ -450,13 +449,13 @@ def expire_message(store: Store, audit: AuditLog, hold_id: str, operator: str) -
     return done
 
 
-def purge_messages(store: Store, audit: AuditLog, older_than_days: float, operator: str) -> list[str]:
+def purge_messages(store: HoldStore, audit: AuditSink, older_than_days: float, operator: str) -> list[str]:
     cutoff = (datetime.now(UTC) - timedelta(days=older_than_days)).isoformat(timespec="microseconds")
     purged = []
     for held in store.purgeable(cutoff):
         try:
             with store.locked(held.id):
-                done = store.purge_file(held.id)
+                done = store.purge(held.id)
         except StoreError as exc:
             log.info("purge_skipped", id=held.id, reason=str(exc))
             continue
@@ -467,7 +466,7 @@ def purge_messages(store: Store, audit: AuditLog, older_than_days: float, operat
     return purged
 
 
-def show_raw(store: Store, audit: AuditLog, hold_id: str, operator: str) -> bytes:
+def show_raw(store: HoldStore, audit: AuditSink, hold_id: str, operator: str) -> bytes:
     """The exact stored bytes; audited before they are returned."""
     held = store.get(hold_id)
     _, data = store.read_message(hold_id)

@@ -33,8 +33,11 @@ DIAGNOSTICS: none; callers log (``held``, ``released``, ...) and audit.
 
 from __future__ import annotations
 
+import builtins
+
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -44,8 +47,11 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
+from mailguard.audit import AuditLog
+from mailguard.durable import fsync_dir as _fsync_dir
+from mailguard.durable import probe_dir, write_locked
 from mailguard.errors import NotFound, StoreError
 
 HELD, RELEASED, REJECTED, EXPIRED = "held", "released", "rejected", "expired"
@@ -193,21 +199,6 @@ def _row_to_held(row: sqlite3.Row) -> HeldMessage:
     return HeldMessage(**d)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
 class Store:
     """One store directory. Thread-safe: the relay calls it from worker threads."""
 
@@ -220,6 +211,7 @@ class Store:
         self.tmp = self.path / "tmp"
         self._lock = threading.RLock()
         self._lock_fds: dict[str, list[int]] = {}  # hold id -> flocked fds of a locked() block
+        self._audit: AuditLog | None = None
         try:
             for d in (self.path, self.messages, self.tmp):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -242,6 +234,35 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit sink: ``audit.jsonl`` beside the messages (mailguard.audit)."""
+        if self._audit is None:
+            self._audit = AuditLog(self.path)
+        return self._audit
+
+    # -- without opening: what `mailguard status` asks ----------------------------
+
+    @staticmethod
+    def exists(path: str | os.PathLike[str]) -> bool:
+        """Has a store been created at ``path``? Creates nothing."""
+        return (Path(path) / "meta.sqlite").exists()
+
+    @staticmethod
+    def probe(path: str | os.PathLike[str]) -> str:
+        """Can this user write durably here? Returns a detail, raises StoreError naming
+        the problem. Creates, fsyncs and removes one file; creates no store."""
+        where = Path(path)
+        if where.exists() and not where.is_dir():
+            raise StoreError(f"{where}: is not a directory (check store.path)")
+        if not where.is_dir():
+            raise StoreError(f"{where}: does not exist (has `mailguard serve` ever run with this config?)")
+        try:
+            probe_dir(where / "tmp" if (where / "tmp").is_dir() else where)
+        except OSError as exc:
+            raise StoreError(f"{where}: not writable: {exc.strerror or exc}") from exc
+        return f"{where} writable"
 
     # -- low level ---------------------------------------------------------
 
@@ -276,44 +297,43 @@ class Store:
     def message_path(self, hold_id: str) -> Path:
         return self.messages / f"{check_id(hold_id)}.msg"
 
+    def _tmp_name(self, hold_id: str) -> Path:
+        return self.tmp / f"{hold_id}.{os.getpid()}.{threading.get_ident()}.tmp"
+
     # -- adding ------------------------------------------------------------
 
     def add(
         self,
         mail_from: str,
-        rcpt_tos: list[str] | tuple[str, ...],
+        rcpt_tos: Sequence[str],
         data: bytes,
         *,
         rule: str,
-        reasons: tuple[str, ...] | list[str] = (),
+        reasons: Sequence[str] = (),
         notice: str = "",
         persons: int = 0,
-        findings: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
-        fingerprints: list[str] | tuple[str, ...] = (),
-        unscannable: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
+        findings: Sequence[dict[str, Any]] = (),
+        fingerprints: Sequence[str] = (),
+        unscannable: Sequence[dict[str, Any]] = (),
         subject: str = "",
         message_id: str = "",
         sha256: str = "",
         approvals_required: int = 1,
-        mail_options: tuple[str, ...] | list[str] = (),
+        mail_options: Sequence[str] = (),
     ) -> HeldMessage:
         """Make a message durable (file + row) and return its row. Raises StoreError."""
         hold_id = new_id()
         envelope = {"mail_from": mail_from, "rcpt_tos": list(rcpt_tos), "mail_options": list(mail_options)}
         head = MAGIC + json.dumps(envelope, ensure_ascii=False).encode("utf-8") + b"\n"
-        tmp = self.tmp / f"{hold_id}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp = self._tmp_name(hold_id)
         final = self.message_path(hold_id)
+        if os.path.exists(final):  # 23^16 ids: only a bug could get here
+            raise StoreError(f"hold id collision: {hold_id}")
         fd = -1
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            _write_all(fd, head)
-            _write_all(fd, data)
-            os.fsync(fd)
-            if os.path.exists(final):  # 23^16 ids: only a bug could get here
-                raise StoreError(f"hold id collision: {hold_id}")
-            os.rename(tmp, final)
-            _fsync_dir(self.messages)
+            # The flock taken on the temporary file is held until the row is
+            # committed: recovery leaves a file alone while its writer lives.
+            fd = write_locked(final, (head, data), tmp=tmp)
             now = now_iso()
             row = {
                 "id": hold_id, "state": HELD, "rule": rule,
@@ -334,12 +354,11 @@ class Store:
             with self._write() as db:
                 db.execute(f"INSERT INTO held ({cols}) VALUES ({marks})", tuple(row.values()))
         except BaseException as exc:
-            # Nothing was promised yet: take back what was written.
-            for p in (tmp, final):
-                with contextlib.suppress(OSError):
-                    if p == final and self._row_exists(hold_id):
-                        continue
-                    os.unlink(p)
+            # Nothing was promised yet: take back what was written (write_locked
+            # already removed its temporary file).
+            with contextlib.suppress(OSError, StoreError):
+                if not self._row_exists(hold_id):
+                    os.unlink(final)
             if isinstance(exc, (OSError, sqlite3.Error)):
                 raise StoreError(f"cannot store the message: {exc}") from exc
             raise
@@ -368,7 +387,7 @@ class Store:
             raise NotFound(f"no held message {hold_id}")
         return _row_to_held(rows[0])
 
-    def list(self, state: str | None = HELD) -> list[HeldMessage]:
+    def list(self, state: str | None = HELD) -> builtins.list[HeldMessage]:
         if state is None:
             rows = self._query("SELECT * FROM held ORDER BY received, id")
         else:
@@ -457,7 +476,7 @@ class Store:
                 (now_iso(), now_iso(), hold_id, HELD),
             )
 
-    def narrow_recipients(self, hold_id: str, remaining: list[str]) -> None:
+    def narrow_recipients(self, hold_id: str, remaining: builtins.list[str]) -> None:
         """After a partial release: keep only ``remaining`` in the stored envelope.
 
         Rewritten the durable way (tmp, fsync, rename, fsync dir); the caller holds
@@ -467,17 +486,8 @@ class Store:
         envelope, data = self.read_message(hold_id)
         env = {"mail_from": envelope.mail_from, "rcpt_tos": list(remaining),
                "mail_options": list(envelope.mail_options)}
-        tmp = self.tmp / f"{hold_id}.{os.getpid()}.{threading.get_ident()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            _write_all(fd, MAGIC + json.dumps(env, ensure_ascii=False).encode("utf-8") + b"\n" + data)
-            os.fsync(fd)
-            os.rename(tmp, self.message_path(hold_id))
-            _fsync_dir(self.messages)
-        except BaseException:
-            os.close(fd)
-            raise
+        head = MAGIC + json.dumps(env, ensure_ascii=False).encode("utf-8") + b"\n"
+        fd = write_locked(self.message_path(hold_id), (head, data), tmp=self._tmp_name(hold_id))
         with self._lock:
             held_fds = self._lock_fds.get(hold_id)
             if held_fds is None:
@@ -510,13 +520,13 @@ class Store:
                 raise StoreError(f"{hold_id} is {row['state']}, not held")
         return self.get(hold_id)
 
-    def due_for_expiry(self, cutoff_iso: str) -> list[HeldMessage]:
+    def due_for_expiry(self, cutoff_iso: str) -> builtins.list[HeldMessage]:
         rows = self._query(
             "SELECT * FROM held WHERE state = ? AND received < ? ORDER BY received", (HELD, cutoff_iso)
         )
         return [_row_to_held(r) for r in rows]
 
-    def purgeable(self, cutoff_iso: str) -> list[HeldMessage]:
+    def purgeable(self, cutoff_iso: str) -> builtins.list[HeldMessage]:
         rows = self._query(
             "SELECT * FROM held WHERE state IN (?, ?, ?) AND purged_at IS NULL AND decided_at < ?"
             " ORDER BY decided_at",
@@ -524,7 +534,7 @@ class Store:
         )
         return [_row_to_held(r) for r in rows]
 
-    def purge_file(self, hold_id: str) -> HeldMessage:
+    def purge(self, hold_id: str) -> HeldMessage:
         """Delete a finished message's file (call with it locked); the row stays."""
         with self._write() as db:
             row = db.execute("SELECT state FROM held WHERE id = ?", (hold_id,)).fetchone()
@@ -551,7 +561,7 @@ class Store:
             if self._row_exists(stem):
                 continue
             # No row: the writer died before the commit, so no 250 was sent.
-            if self._try_remove_unlocked(p, unless=lambda s=stem: self._row_exists(s)):
+            if self._try_remove_unlocked(p, unless=functools.partial(self._row_exists, stem)):
                 rec.orphans_removed += 1
         if rec.temp_removed or rec.orphans_removed:
             _fsync_dir(self.messages)
@@ -568,7 +578,7 @@ class Store:
         return rec
 
     @staticmethod
-    def _try_remove_unlocked(path: Path, unless: Any = None) -> bool:
+    def _try_remove_unlocked(path: Path, unless: Callable[[], bool] | None = None) -> bool:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:

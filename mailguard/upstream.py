@@ -30,7 +30,6 @@ import itertools
 import os
 import socket
 import ssl
-import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from urllib.parse import urlsplit
 import aiosmtplib
 
 from mailguard.config import UpstreamConfig
+from mailguard.durable import write_file
 from mailguard.errors import (
     ConfigError,
     ForwardError,
@@ -242,25 +242,9 @@ def write_maildir(root: str, mail_from: str, rcpt_tos: list[str], data: bytes) -
     name = f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{host}"
     head = "Return-Path: <%s>\r\n" % ("" if mail_from == "<>" else mail_from)
     head += "".join(f"X-Envelope-To: <{r}>\r\n" for r in rcpt_tos)
-    tmp = base / "tmp" / name
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(head.encode("utf-8", "surrogateescape"))
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, base / "new" / name)
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-    dfd = os.open(base / "new", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    # link, not rename: an existing name in new/ is never overwritten.
+    write_file(base / "new" / name, (head.encode("utf-8", "surrogateescape"), data),
+               tmp=base / "tmp" / name, replace=False)
     return name
 
 

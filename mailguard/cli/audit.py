@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
-
 from mailguard.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_option
+from mailguard.config import Config
+from mailguard.holdstore import open_audit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,32 +30,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=run_export)
 
 
-def run_verify(args: argparse.Namespace, config: Any) -> int:
-    from mailguard.audit import AuditLog
-
-    log = AuditLog(config.store.path)
+def run_verify(args: argparse.Namespace, config: Config) -> int:
+    log = open_audit(config)
     result = log.verify()
     if result.ok:
-        rotated = log.rotated_files()
-        files = f" in {len(rotated) + 1} files" if rotated else ""
-        print(f"{log.path}: {result.records} records{files}, chain intact")
+        parts = log.part_count()
+        files = f" in {parts} files" if parts > 1 else ""
+        print(f"{log.location()}: {result.records} records{files}, chain intact")
         if result.first_seq > 1:
             print(f"(older rotated files are gone; the chain was checked from record {result.first_seq})")
         return EXIT_OK
-    where = log.path.with_name(result.bad_file) if result.bad_file else log.path
+    where = log.location(result.bad_file)
     print(f"{where}:{result.bad_line}: {result.reason}", file=sys.stderr)
     print(f"audit chain broken at line {result.bad_line} ({result.records} records before it are intact)")
     return EXIT_FAILED
 
 
-def run_export(args: argparse.Namespace, config: Any) -> int:
-    from mailguard.audit import AuditLog, parse_since
+def run_export(args: argparse.Namespace, config: Config) -> int:
+    from mailguard.audit import parse_since
 
     try:
         since = parse_since(args.since)
     except ValueError as exc:
         print(f"mailguard audit export: --since: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    for chunk in AuditLog(config.store.path).export(since, args.format):
+    for chunk in open_audit(config).export(since, args.format):
         sys.stdout.write(chunk)
     return EXIT_OK

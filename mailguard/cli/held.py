@@ -18,6 +18,8 @@ import sys
 from typing import Any
 
 from mailguard.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_option
+from mailguard.config import Config
+from mailguard.holdstore import HoldStore, open_store
 from mailguard.store import ID_RE, STATES
 
 
@@ -67,11 +69,8 @@ def non_blank_reason(text: str) -> str:
     return text.strip()
 
 
-def _open(config: Any) -> tuple[Any, Any]:
-    from mailguard.audit import AuditLog
-    from mailguard.store import Store
-
-    return Store(config.store.path), AuditLog(config.store.path)
+def _open(config: Config) -> HoldStore:
+    return open_store(config)
 
 
 def _bad_id(hold_id: str) -> bool:
@@ -110,8 +109,8 @@ def _operator() -> str:
     return operator_identity()
 
 
-def run_list(args: argparse.Namespace, config: Any) -> int:
-    store, _ = _open(config)
+def run_list(args: argparse.Namespace, config: Config) -> int:
+    store = _open(config)
     rows = store.list(None if args.state == "all" else args.state)
     if args.json:
         for h in rows:
@@ -128,14 +127,14 @@ def run_list(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK
 
 
-def run_show(args: argparse.Namespace, config: Any) -> int:
+def run_show(args: argparse.Namespace, config: Config) -> int:
     if _bad_id(args.id):
         return EXIT_USAGE
-    store, audit = _open(config)
+    store = _open(config)
     if args.raw:
         from mailguard.hold import show_raw
 
-        data = show_raw(store, audit, args.id, _operator())
+        data = show_raw(store, store.audit, args.id, _operator())
         sys.stdout.flush()
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -162,13 +161,13 @@ def run_show(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK
 
 
-def run_release(args: argparse.Namespace, config: Any) -> int:
+def run_release(args: argparse.Namespace, config: Config) -> int:
     if _bad_id(args.id):
         return EXIT_USAGE
     from mailguard.hold import release_message
 
-    store, audit = _open(config)
-    out = asyncio.run(release_message(config, store, audit, args.id, _operator(), args.reason))
+    store = _open(config)
+    out = asyncio.run(release_message(config, store, store.audit, args.id, _operator(), args.reason))
     if out.delivered:
         print(f"{args.id}: released; upstream replied {out.reply}")
         return EXIT_OK
@@ -182,13 +181,13 @@ def run_release(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK
 
 
-def run_reject(args: argparse.Namespace, config: Any) -> int:
+def run_reject(args: argparse.Namespace, config: Config) -> int:
     if _bad_id(args.id):
         return EXIT_USAGE
     from mailguard.hold import reject_message
 
-    store, audit = _open(config)
-    done, notified = asyncio.run(reject_message(config, store, audit, args.id, _operator(), args.reason))
+    store = _open(config)
+    done, notified = asyncio.run(reject_message(config, store, store.audit, args.id, _operator(), args.reason))
     if notified:
         print(f"{args.id}: rejected; the sender was notified")
     elif not config.store.notify_sender or not done.mail_from or done.mail_from == "<>":
@@ -202,11 +201,10 @@ def run_reject(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK
 
 
-def run_expire(args: argparse.Namespace, config: Any) -> int:
+def run_expire(args: argparse.Namespace, config: Config) -> int:
     from mailguard.hold import Holder
 
-    store, audit = _open(config)
-    holder = Holder(config, store, audit)
+    holder = Holder(config, _open(config))
     expired = asyncio.run(holder.expire_due(_operator()))
     for hold_id in expired:
         print(f"{hold_id}: expired")
@@ -214,14 +212,14 @@ def run_expire(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK
 
 
-def run_purge(args: argparse.Namespace, config: Any) -> int:
+def run_purge(args: argparse.Namespace, config: Config) -> int:
     from mailguard.hold import purge_messages
 
     if args.older_than < 0:
         print("mailguard held purge: --older-than must be 0 or more days", file=sys.stderr)
         return EXIT_USAGE
-    store, audit = _open(config)
-    purged = purge_messages(store, audit, args.older_than, _operator())
+    store = _open(config)
+    purged = purge_messages(store, store.audit, args.older_than, _operator())
     for hold_id in purged:
         print(f"{hold_id}: purged")
     print(f"{len(purged)} purged")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import smtplib
 import socket
 import ssl
@@ -34,6 +33,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mailguard.cli import EXIT_FAILED, EXIT_OK, add_config_option
+from mailguard.config import Config
+from mailguard.durable import probe_dir
+from mailguard.errors import StoreError
+from mailguard.holdstore import open_store, probe_store, store_exists
 
 TIMEOUT = 10.0
 
@@ -89,7 +92,7 @@ def _why(exc: BaseException) -> str:
     return text[:200]
 
 
-def check_relay(config: Any, timeout: float) -> Check:
+def check_relay(config: Config, timeout: float) -> Check:
     host, port = config.server.host, config.server.port
     # A relay bound to every address is reached on loopback.
     target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
@@ -100,34 +103,14 @@ def check_relay(config: Any, timeout: float) -> Check:
         return Check("relay", False, f"{where}: {_why(exc)}")
 
 
-def _probe_dir(path: Path) -> None:
-    """Create, fsync and remove a file, as the store does for every held message."""
-    probe = path / f".status-{os.getpid()}-{time.monotonic_ns()}"
-    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+def check_store(config: Config) -> Check:
     try:
-        os.write(fd, b"ok\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-        os.unlink(probe)
+        return Check("store", True, probe_store(config))
+    except StoreError as exc:
+        return Check("store", False, str(exc))
 
 
-def check_store(config: Any) -> Check:
-    path = Path(config.store.path)
-    if path.exists() and not path.is_dir():
-        return Check("store", False, f"{path}: is not a directory (check store.path)")
-    if not path.is_dir():
-        return Check("store", False, f"{path}: does not exist (has `mailguard serve` ever run"
-                     " with this config?)")
-    target = path / "tmp" if (path / "tmp").is_dir() else path
-    try:
-        _probe_dir(target)
-    except OSError as exc:
-        return Check("store", False, f"{path}: not writable: {exc.strerror or exc}")
-    return Check("store", True, f"{path} writable")
-
-
-def check_upstream(config: Any, timeout: float) -> Check:
+def check_upstream(config: Config, timeout: float) -> Check:
     u = config.upstream
     if u.scheme == "maildir":
         path = Path(u.maildir)
@@ -135,7 +118,7 @@ def check_upstream(config: Any, timeout: float) -> Check:
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         try:
-            _probe_dir(existing / "tmp" if existing == path and (path / "tmp").is_dir() else existing)
+            probe_dir(existing / "tmp" if existing == path and (path / "tmp").is_dir() else existing)
         except OSError as exc:
             return Check("upstream", False, f"maildir:{path}: not writable: {exc.strerror or exc}")
         note = "" if existing == path else f" (will be created under {existing})"
@@ -153,15 +136,14 @@ def check_upstream(config: Any, timeout: float) -> Check:
         return Check("upstream", False, f"{u.url}: {_why(exc)}")
 
 
-def held_queue(config: Any) -> tuple[int | None, float | None, str]:
+def held_queue(config: Config) -> tuple[int | None, float | None, str]:
     """(held count, age of the oldest in seconds, error) from the store's metadata."""
-    if not (Path(config.store.path) / "meta.sqlite").exists():
+    if not store_exists(config):
         return 0, None, ""
     from mailguard.metrics import held_counts
-    from mailguard.store import Store
 
     try:
-        store = Store(config.store.path)
+        store = open_store(config)
         try:
             count, oldest = held_counts(store)
         finally:
@@ -183,7 +165,7 @@ def human_age(seconds: float) -> str:
     return f"{m}m{s:02d}s"
 
 
-def run(args: argparse.Namespace, config: Any) -> int:
+def run(args: argparse.Namespace, config: Config) -> int:
     checks = [check_relay(config, args.timeout), check_store(config),
               check_upstream(config, args.timeout)]
     count, age, err = held_queue(config)

@@ -167,9 +167,9 @@ def test_purge_deletes_only_finished_files(store):
     with store.locked(done.id):
         store.finish(done.id, RELEASED, "alice", "ok")
     with pytest.raises(StoreError):
-        store.purge_file(held.id)
+        store.purge(held.id)
     assert [h.id for h in store.purgeable("9999")] == [done.id]
-    p = store.purge_file(done.id)
+    p = store.purge(done.id)
     assert p.purged_at and not store.message_path(done.id).exists()
     with pytest.raises(NotFound):
         store.read_message(done.id)

@@ -1,0 +1,152 @@
+"""The hold store's interface: what the holder, the CLI and `status` may ask of it.
+
+    open_store(config) -> HoldStore       the configured backend, opened (created if new)
+    open_audit(config) -> AuditSink       the audit log alone, opening no message store
+                                          (an inspector may only read it)
+    store_exists(config) -> bool          has a store been created? (creates nothing)
+    probe_store(config) -> str            can this user write to it? StoreError if not
+    HoldStore                             held messages: add, get, list, lock, state changes
+    AuditSink                             ``HoldStore.audit``: the hash-chained audit log
+
+Backends: the files + SQLite store (mailguard.store.Store) is the only one today;
+a PostgreSQL store for several nodes will join it behind the same interface and
+be chosen here from the configuration. So callers never see paths, SQL or file
+names: only ids, HeldMessage rows, Envelope + bytes, and ISO 8601 UTC times.
+
+Contract every backend keeps (tests/unit/test_store_contract.py checks it):
+``add`` returns only once the message and its row are durable; ``locked`` is a
+mutex across processes and raises StoreError("busy") without ``wait``; state
+changes go held -> released | rejected | expired exactly once; ``recover`` is
+safe while other processes use the store and never removes a committed message.
+
+SECURITY: ids come from the command line; every backend validates them (StoreError)
+before using them. DIAGNOSTICS: none; callers log and audit.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+from mailguard.audit import AuditLog, VerifyResult
+from mailguard.config import Config
+from mailguard.store import Envelope, HeldMessage, Recovery, Store
+
+
+class AuditSink(Protocol):
+    """Append-only, hash-chained audit records (DESIGN §7)."""
+
+    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Append one record durably (fields are scrubbed); raises AuditError."""
+        ...
+
+    def records(self) -> Iterator[dict[str, Any]]: ...
+
+    def verify(self) -> VerifyResult: ...
+
+    def export(self, since: datetime, fmt: str = "json") -> Iterable[str]: ...
+
+    def location(self, part: str = "") -> str:
+        """Where the records are (or ``part`` of them, from VerifyResult.bad_file), for people."""
+        ...
+
+    def part_count(self) -> int:
+        """How many pieces the chain is kept in (rotated files, partitions)."""
+        ...
+
+
+class HoldStore(Protocol):
+    """Held messages: their exact bytes and envelope, a row of masked metadata each."""
+
+    @property
+    def audit(self) -> AuditSink: ...
+
+    def close(self) -> None: ...
+
+    # adding and taking back
+    def add(self, mail_from: str, rcpt_tos: Sequence[str], data: bytes, *, rule: str,
+            reasons: Sequence[str] = (), notice: str = "", persons: int = 0,
+            findings: Sequence[dict[str, Any]] = (), fingerprints: Sequence[str] = (),
+            unscannable: Sequence[dict[str, Any]] = (), subject: str = "", message_id: str = "",
+            sha256: str = "", approvals_required: int = 1,
+            mail_options: Sequence[str] = ()) -> HeldMessage:
+        """Make a message durable (bytes + row); returns its row. Raises StoreError."""
+        ...
+
+    def discard(self, hold_id: str) -> None:
+        """Undo an ``add`` whose 250 was never sent."""
+        ...
+
+    # reading
+    def get(self, hold_id: str) -> HeldMessage:
+        """Raises NotFound, or StoreError for a malformed id."""
+        ...
+
+    def list(self, state: str | None = "held") -> builtins.list[HeldMessage]:
+        """Oldest first; ``None``: every state."""
+        ...
+
+    def read_message(self, hold_id: str) -> tuple[Envelope, bytes]:
+        """The stored envelope and exact bytes; NotFound once purged."""
+        ...
+
+    # the per-message mutex
+    def locked(self, hold_id: str, *, wait: bool = False) -> AbstractContextManager[HeldMessage]:
+        """Hold the message's lock (across processes); yields its row read under it."""
+        ...
+
+    # state changes (call with the message locked)
+    def add_approval(self, hold_id: str, operator: str, reason: str) -> HeldMessage: ...
+
+    def mark_release_started(self, hold_id: str) -> None: ...
+
+    def clear_release_started(self, hold_id: str) -> None: ...
+
+    def narrow_recipients(self, hold_id: str, remaining: builtins.list[str]) -> None:
+        """After a partial release keep only ``remaining`` in the stored envelope (durably)."""
+        ...
+
+    def finish(self, hold_id: str, state: str, operator: str, reason: str,
+               reply: str | None = None) -> HeldMessage:
+        """held -> released | rejected | expired, exactly once (StoreError otherwise)."""
+        ...
+
+    # retention
+    def due_for_expiry(self, cutoff_iso: str) -> builtins.list[HeldMessage]:
+        """Held messages received before ``cutoff_iso``."""
+        ...
+
+    def purgeable(self, cutoff_iso: str) -> builtins.list[HeldMessage]:
+        """Finished, not yet purged, decided before ``cutoff_iso``."""
+        ...
+
+    def purge(self, hold_id: str) -> HeldMessage:
+        """Delete a finished message's bytes; its row stays (call with it locked)."""
+        ...
+
+    # after a crash
+    def recover(self) -> Recovery: ...
+
+
+def open_store(config: Config) -> HoldStore:
+    """The configured hold store, opened (and created if new). Raises StoreError."""
+    return Store(config.store.path)
+
+
+def open_audit(config: Config) -> AuditSink:
+    """The configured audit sink alone (the same records as ``open_store(config).audit``)."""
+    return AuditLog(config.store.path)
+
+
+def store_exists(config: Config) -> bool:
+    """Has a hold store been created where the configuration points? Creates nothing."""
+    return Store.exists(config.store.path)
+
+
+def probe_store(config: Config) -> str:
+    """Can this user write to the store? A detail on success; StoreError naming the problem."""
+    return Store.probe(config.store.path)

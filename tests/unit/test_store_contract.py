@@ -1,0 +1,265 @@
+"""The hold store contract: what every HoldStore backend must do (mailguard.holdstore).
+
+Each backend is a Backend entry in BACKENDS: how to open two views of one store
+(two processes' worth: separate connections and locks) and how to leave what a
+crashed writer leaves behind. Only the files + SQLite store exists today; the
+PostgreSQL store joins this list and must pass the same tests unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailguard.config import Config, StoreConfig
+from mailguard.errors import NotFound, StoreError
+from mailguard.holdstore import HoldStore, open_audit, open_store
+from mailguard.store import EXPIRED, HELD, REJECTED, RELEASED, HeldMessage, new_id
+from mynumbers import my_numbers
+
+DATA = b"From: a@city.example.lg.jp\r\nTo: b@example.com\r\nSubject: contract\r\n\r\nbody\r\n"
+FP = "cd" * 32
+
+
+@dataclass
+class Backend:
+    name: str
+    config: Callable[[Path], Config]
+    # Leave what a writer killed mid-add leaves: returns how many leftovers.
+    crash_leftovers: Callable[[HoldStore], int]
+
+
+def _files_config(tmp: Path) -> Config:
+    return Config(store=StoreConfig(path=str(tmp / "store")))
+
+
+def _files_leftovers(store: HoldStore) -> int:
+    root = Path(_files_root(store))
+    # A temporary file whose writer died before the rename ...
+    (root / "tmp" / f"{new_id()}.1.1.tmp").write_bytes(b"MAILGUARD-HOLD 1\n{}\nhalf")
+    # ... and a message file whose writer died before the row was committed.
+    orphan = root / "messages" / f"{new_id()}.msg"
+    orphan.write_bytes(b"MAILGUARD-HOLD 1\n{}\nno row")
+    os.chmod(orphan, 0o600)
+    return 2
+
+
+def _files_root(store: HoldStore) -> str:
+    return str(store.path)  # type: ignore[attr-defined]  # files backend only
+
+
+BACKENDS = [
+    pytest.param(Backend("files", _files_config, _files_leftovers), id="files"),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return request.param
+
+
+@pytest.fixture
+def config(backend: Backend, tmp_path: Path) -> Config:
+    return backend.config(tmp_path)
+
+
+@pytest.fixture
+def store(config: Config) -> Iterator[HoldStore]:
+    s = open_store(config)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def other(config: Config, store: HoldStore) -> Iterator[HoldStore]:
+    """A second view of the same store, as another process opens it."""
+    s = open_store(config)
+    yield s
+    s.close()
+
+
+def add(store: HoldStore, **kw: Any) -> HeldMessage:
+    args: dict[str, Any] = dict(
+        rule="hold-external", reasons=("1 person",), persons=1,
+        findings=[{"masked": "********9018", "confidence": "high", "reason": "keyword",
+                   "location": "body", "fingerprint": FP}],
+        fingerprints=[FP], subject="contract", message_id="<m@x>", sha256="00" * 32)
+    args.update(kw)
+    return store.add("a@city.example.lg.jp", ["b@example.com", "c@example.org"], DATA, **args)
+
+
+def test_add_get_list_and_read_back_exactly(store: HoldStore, other: HoldStore) -> None:
+    held = add(store, mail_options=("BODY=8BITMIME",))
+    assert held.state == HELD and held.rule == "hold-external" and held.persons == 1
+    got = other.get(held.id)
+    assert got == held
+    assert [h.id for h in other.list()] == [held.id]
+    assert other.list(RELEASED) == [] and [h.id for h in other.list(None)] == [held.id]
+    envelope, data = other.read_message(got.id)
+    assert data == DATA
+    assert envelope.mail_from == "a@city.example.lg.jp"
+    assert envelope.rcpt_tos == ("b@example.com", "c@example.org")
+    assert envelope.mail_options == ("BODY=8BITMIME",)
+    assert got.fingerprints == (FP,) and got.findings[0]["masked"] == "********9018"
+    assert "number" not in got.findings[0]
+
+
+def test_list_is_oldest_first(store: HoldStore) -> None:
+    ids = [add(store).id for _ in range(3)]
+    assert [h.id for h in store.list()] == ids
+
+
+@pytest.mark.parametrize("bad", ["", "../../etc/passwd", "ABCDEFGHJKMNPQRS", "abcdefghjkmnpqr\n"])
+def test_malformed_ids_are_refused(store: HoldStore, bad: str) -> None:
+    for call in (store.get, store.read_message, store.discard):
+        with pytest.raises(StoreError):
+            call(bad)
+
+
+def test_unknown_id_is_not_found(store: HoldStore) -> None:
+    with pytest.raises(NotFound):
+        store.get(new_id())
+    with pytest.raises(NotFound):
+        with store.locked(new_id()):
+            pass
+
+
+def test_discard_takes_back_an_add(store: HoldStore) -> None:
+    held = add(store)
+    store.discard(held.id)
+    with pytest.raises(NotFound):
+        store.get(held.id)
+    assert store.list(None) == []
+
+
+def test_lock_is_exclusive_between_two_openers(store: HoldStore, other: HoldStore) -> None:
+    held = add(store)
+    with store.locked(held.id) as row:
+        assert row.id == held.id and row.state == HELD
+        with pytest.raises(StoreError, match="busy"):
+            with other.locked(held.id):
+                pass
+    with other.locked(held.id):  # free again once the block ends
+        pass
+
+
+def test_narrow_recipients_keeps_bytes_and_lock(store: HoldStore, other: HoldStore) -> None:
+    held = add(store)
+    with store.locked(held.id):
+        store.narrow_recipients(held.id, ["c@example.org"])
+        with pytest.raises(StoreError, match="busy"):
+            with other.locked(held.id):
+                pass
+    envelope, data = other.read_message(held.id)
+    assert envelope.rcpt_tos == ("c@example.org",) and data == DATA
+    assert other.get(held.id).state == HELD
+
+
+def test_approvals_accumulate_and_only_while_held(store: HoldStore) -> None:
+    held = add(store, approvals_required=2)
+    assert held.approvals_required == 2
+    with store.locked(held.id):
+        store.add_approval(held.id, "alice", "ok")
+        row = store.add_approval(held.id, "bob", "ok too")
+    assert row.approvers == ["alice", "bob"] and [a["reason"] for a in row.approvals] == ["ok", "ok too"]
+    with store.locked(held.id):
+        store.finish(held.id, REJECTED, "carol", "no")
+        with pytest.raises(StoreError, match="not held"):
+            store.add_approval(held.id, "dave", "late")
+
+
+@pytest.mark.parametrize("state", [RELEASED, REJECTED, EXPIRED])
+def test_finish_happens_exactly_once(store: HoldStore, other: HoldStore, state: str) -> None:
+    held = add(store)
+    with store.locked(held.id):
+        store.mark_release_started(held.id)
+        assert store.get(held.id).release_started
+        done = store.finish(held.id, state, "alice", "why", reply="250 2.0.0 ok")
+    assert done.state == state and done.decided_by == "alice" and done.decided_reason == "why"
+    assert done.decided_at and done.release_started is None and done.upstream_reply == "250 2.0.0 ok"
+    assert other.get(held.id).state == state
+    for again in (RELEASED, REJECTED, EXPIRED):
+        with pytest.raises(StoreError, match="not held"):
+            store.finish(held.id, again, "bob", "twice")
+    with pytest.raises(ValueError):
+        store.finish(held.id, HELD, "bob", "not a final state")
+
+
+def test_release_marker_can_be_cleared(store: HoldStore) -> None:
+    held = add(store)
+    with store.locked(held.id):
+        store.mark_release_started(held.id)
+        store.clear_release_started(held.id)
+    assert store.get(held.id).release_started is None
+
+
+def _iso(delta: timedelta) -> str:
+    return (datetime.now(UTC) + delta).isoformat(timespec="microseconds")
+
+
+def test_expiry_and_purge_queries(store: HoldStore) -> None:
+    old, done = add(store), add(store)
+    assert [h.id for h in store.due_for_expiry(_iso(timedelta(seconds=1)))] == [old.id, done.id]
+    assert store.due_for_expiry(_iso(-timedelta(hours=1))) == []
+    with store.locked(done.id):
+        store.finish(done.id, RELEASED, "alice", "ok")
+    assert [h.id for h in store.due_for_expiry(_iso(timedelta(seconds=1)))] == [old.id]
+    assert [h.id for h in store.purgeable(_iso(timedelta(seconds=1)))] == [done.id]
+    assert store.purgeable(_iso(-timedelta(hours=1))) == []
+    with store.locked(old.id):
+        with pytest.raises(StoreError, match="not finished"):
+            store.purge(old.id)
+    with store.locked(done.id):
+        purged = store.purge(done.id)
+    assert purged.purged_at and purged.state == RELEASED
+    with pytest.raises(NotFound):
+        store.read_message(done.id)
+    assert store.purgeable(_iso(timedelta(seconds=1))) == []
+    assert store.read_message(old.id)[1] == DATA
+
+
+def test_recover_removes_crash_leftovers_and_keeps_committed_mail(backend: Backend, store: HoldStore,
+                                                                  other: HoldStore) -> None:
+    kept = add(store)
+    interrupted = add(store)
+    with store.locked(interrupted.id):
+        store.mark_release_started(interrupted.id)
+    left = backend.crash_leftovers(store)
+    rec = other.recover()
+    assert rec.temp_removed + rec.orphans_removed == left
+    assert rec.releases_interrupted == [interrupted.id]
+    assert {h.id for h in store.list()} == {kept.id, interrupted.id}
+    assert store.get(interrupted.id).release_started is None
+    assert store.read_message(kept.id)[1] == DATA
+    again = other.recover()  # safe to repeat: nothing more to do
+    assert (again.temp_removed, again.orphans_removed, again.releases_interrupted) == (0, 0, [])
+
+
+def test_recover_leaves_a_locked_message_alone(store: HoldStore, other: HoldStore) -> None:
+    held = add(store)
+    with store.locked(held.id):
+        store.mark_release_started(held.id)
+        rec = other.recover()  # a release in progress in "another process"
+        assert rec.releases_interrupted == []
+    assert store.get(held.id).release_started
+
+
+def test_audit_sink_appends_chains_and_verifies(config: Config, store: HoldStore) -> None:
+    sink = store.audit
+    [number] = my_numbers(1)
+    first = sink.append("hold", operator="mailguard", id="x" * 16, reason=f"card {number}")
+    second = sink.append("release", operator="alice", id="x" * 16)
+    assert second["prev"] == first["hash"] and second["seq"] == first["seq"] + 1
+    assert number not in first["reason"]  # the sink scrubs numbers itself
+    result = sink.verify()
+    assert result.ok and result.records == 2
+    assert [r["event"] for r in open_audit(config).records()] == ["hold", "release"]
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    assert len(list(sink.export(since))) == 2
+    assert sink.location() and sink.part_count() == 1
