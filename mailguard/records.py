@@ -22,7 +22,7 @@ DIAGNOSTICS: none.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the detect split defines these here; no runtime import
     from mailguard.detect import Finding
@@ -159,15 +159,15 @@ class HeldMessage:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     persons: int
-    findings: tuple[dict[str, Any], ...]
+    findings: tuple[dict[str, str], ...]  # masked, confidence, reason, location, fingerprint
     fingerprints: tuple[str, ...]
-    unscannable: tuple[dict[str, Any], ...]
+    unscannable: tuple[dict[str, str], ...]  # location, reason
     subject: str
     message_id: str
     size: int
     sha256: str
     approvals_required: int
-    approvals: tuple[dict[str, Any], ...]
+    approvals: tuple[dict[str, str], ...]  # operator, time, reason
     received: str
     updated: str
     decided_at: str | None = None
@@ -185,7 +185,7 @@ class HeldMessage:
                 seen.append(a["operator"])
         return seen
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, object]:
         """The `held list` fields (DESIGN §8)."""
         return {
             "id": self.id, "state": self.state, "rule": self.rule,
@@ -193,7 +193,7 @@ class HeldMessage:
             "persons": self.persons, "received": self.received,
         }
 
-    def detail(self) -> dict[str, Any]:
+    def detail(self) -> dict[str, object]:
         """The `held show` fields: everything in the row, findings masked."""
         d = self.summary()
         d.update(
