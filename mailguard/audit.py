@@ -52,10 +52,14 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 from mailguard.errors import AuditError
 from mailguard.log import scrub
+
+# An audit record is a JSON object (DESIGN §8): these are its value types.
+JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
+AuditRecord = dict[str, JSONValue]
 
 GENESIS = "0" * 64
 AUDIT_FILE = "audit.jsonl"
@@ -65,11 +69,11 @@ CSV_FIELDS = (
 )
 
 
-def canonical(record: dict[str, Any]) -> str:
+def canonical(record: AuditRecord) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def record_hash(record: dict[str, Any]) -> str:
+def record_hash(record: AuditRecord) -> str:
     body = {k: v for k, v in record.items() if k != "hash"}
     return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
 
@@ -78,7 +82,7 @@ def record_hash(record: dict[str, Any]) -> str:
 _HEX_KEYS = frozenset({"fingerprint", "fingerprints", "sha256", "hash", "prev"})
 
 
-def _scrubbed(value: Any, key: str = "") -> Any:
+def _scrubbed(value: object, key: str = "") -> object:
     if key in _HEX_KEYS:
         return value
     if isinstance(value, str):
@@ -107,7 +111,7 @@ class AuditLog:
 
     # -- writing -------------------------------------------------------------
 
-    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+    def append(self, event: str, **fields: object) -> AuditRecord:
         """Append one record, durably; returns it (with seq, time, prev, hash)."""
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -138,8 +142,8 @@ class AuditLog:
             if fd >= 0:
                 os.close(fd)  # releases the flock
 
-    def _write(self, fd: int, last: dict[str, Any] | None, event: str, fields: dict[str, Any]) -> dict[str, Any]:
-        rec: dict[str, Any] = {k: _scrubbed(v, k) for k, v in fields.items() if v is not None}
+    def _write(self, fd: int, last: AuditRecord | None, event: str, fields: dict[str, object]) -> AuditRecord:
+        rec: AuditRecord = {k: _scrubbed(v, k) for k, v in fields.items() if v is not None}
         rec.update(
             event=event,
             seq=(last["seq"] + 1) if last else 1,
@@ -174,7 +178,7 @@ class AuditLog:
                 found.append((key, p))
         return [p for _, p in sorted(found)]
 
-    def _last_rotated_record(self) -> dict[str, Any] | None:
+    def _last_rotated_record(self) -> AuditRecord | None:
         for path in reversed(self.rotated_files()):
             try:
                 with _open_audit(path) as f:
@@ -216,7 +220,7 @@ class AuditLog:
         except FileNotFoundError:
             return
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[AuditRecord]:
         for path, n, line in self.all_lines():
             try:
                 yield json.loads(line)
@@ -272,7 +276,7 @@ class AuditLog:
             yield buf.getvalue()
 
 
-def _csv_value(rec: dict[str, Any], key: str) -> str:
+def _csv_value(rec: AuditRecord, key: str) -> str:
     if key == "findings":
         return ";".join(f"{f.get('masked', '')}@{f.get('location', '')}" for f in rec.get("findings", ()))
     v = rec.get(key)
@@ -312,7 +316,7 @@ _ROTATED = re.compile(
     re.escape(AUDIT_FILE) + r"(?:\.(?P<n>\d{1,6})|-(?P<date>\d{8}(?:\d{2,6})?))(?:\.gz)?")
 
 
-def _open_audit(path: Path) -> Any:
+def _open_audit(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
@@ -323,7 +327,7 @@ def _rotated_away(fd: int, path: Path) -> bool:
         return True
 
 
-def _last_record(fd: int) -> tuple[dict[str, Any] | None, int]:
+def _last_record(fd: int) -> tuple[AuditRecord | None, int]:
     """The last complete record and the length of a torn tail (0 if none)."""
     size = os.fstat(fd).st_size
     if size == 0:

@@ -24,15 +24,24 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING
 
-CONFIDENCES = ("low", "medium", "high")  # ascending
+# Facts and CONFIDENCES live in records (the bottom module); re-exported here.
+from mailguard.records import CONFIDENCES, Facts, ScanReport, finding_identity
+
+if TYPE_CHECKING:
+    from publicsuffixlist import PublicSuffixList
+
+    from mailguard.detect import Finding
+
+__all__ = ["CONFIDENCES", "Facts", "build_facts", "clean_address", "domain_of", "is_internal",
+           "is_reply_subject", "normalise_domain", "organisation_of"]
+
 MAX_ADDRESSES = 10000  # per header set; a hostile To: cannot make facts unbounded
 MAX_HEADER_CHARS = 200_000  # per header field considered
 MAX_HEADER_BLOCK = 4 * 1024 * 1024  # bytes of header block read at most
@@ -47,76 +56,20 @@ _REPLY_PREFIX = re.compile(rf"^{_LIST_TAG}\s*(?:{_REPLY_WORDS}){_COUNTER}\s*[:๏ผ
 # Fallback when the address parser gives up: anything shaped like local@domain.
 _ADDR_PATTERN = re.compile(r"[^\s<>,;:\"'()\[\]@]+@[^\s<>,;:\"'()\[\]@]+")
 
-_psl: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class Facts:
-    """What a policy rule can test about one message. Immutable; built once."""
-
-    sender: str = ""
-    sender_domain: str = ""
-    recipients: tuple[str, ...] = ()
-    external_recipients: tuple[str, ...] = ()
-    external_domains: tuple[str, ...] = ()  # distinct, sorted
-    external_orgs: tuple[str, ...] = ()  # distinct registrable domains (PSL), sorted
-    recipient_domains: tuple[str, ...] = ()  # all envelope recipient domains, distinct
-    visible: tuple[str, ...] = ()  # distinct To/Cc addresses, lower-cased
-    visible_external: tuple[str, ...] = ()
-    header_from: tuple[str, ...] = ()
-    subject: str = ""
-    is_reply: bool = False
-    is_reply_all: bool = False
-    findings: tuple[Any, ...] = ()  # detect.Finding (masked; clear number repr=False)
-    persons_by_confidence: dict[str, int] = field(
-        default_factory=lambda: {"low": 0, "medium": 0, "high": 0}
-    )
-    unscannable: tuple[Any, ...] = ()  # scan.Unscannable
-    attachments: tuple[Any, ...] = ()  # scan.Attachment
-
-    @property
-    def persons(self) -> int:
-        """Distinct valid numbers at medium or high confidence (DESIGN ยง4)."""
-        return self.persons_by_confidence["medium"]
-
-    def persons_at(self, floor: str) -> int:
-        """Distinct numbers found at ``floor`` confidence or above."""
-        return self.persons_by_confidence[floor]
-
-    def masked_at(self, floor: str) -> tuple[str, ...]:
-        """Masked numbers at ``floor`` or above, one per distinct number, in order found."""
-        rank = CONFIDENCES.index(floor)
-        seen: set[Any] = set()
-        out = []
-        for f in self.findings:
-            if CONFIDENCES.index(getattr(f, "confidence", "low")) < rank:
-                continue
-            key = _identity(f)
-            if key not in seen:
-                seen.add(key)
-                out.append(f.masked)
-        return tuple(out)
-
-    @property
-    def any_external(self) -> bool:
-        return bool(self.external_recipients)
-
-    @property
-    def all_internal(self) -> bool:
-        return bool(self.recipients) and not self.external_recipients
+_psl: PublicSuffixList | None = None
 
 
 def build_facts(
     mail_from: str,
     rcpt_tos: Sequence[str],
     data: bytes,
-    report: Any,
+    report: ScanReport,
     internal_domains: Iterable[str],
 ) -> Facts:
     """Compute the facts for one message.
 
-    ``data`` is the whole message (only its header block is read); ``report`` is
-    a scan.ScanReport; ``internal_domains`` as in OrganisationConfig.
+    ``data`` is the whole message (only its header block is read);
+    ``internal_domains`` as in OrganisationConfig.
     """
     internal = tuple(d for d in internal_domains if d)
     sender = clean_address(mail_from)
@@ -145,7 +98,7 @@ def build_facts(
     others = [a for a in visible if a not in senders]
     is_reply_all = is_reply and len(others) >= 2
 
-    findings = tuple(getattr(report, "findings", ()) or ())
+    findings = tuple(report.findings)
     return Facts(
         sender=sender,
         sender_domain=sender_domain,
@@ -163,11 +116,10 @@ def build_facts(
         findings=findings,
         persons_by_confidence=_count_persons(
             findings,
-            {"low": getattr(report, "numbers", 0), "medium": getattr(report, "persons", 0),
-             "high": getattr(report, "persons_high", 0)},
+            {"low": report.numbers, "medium": report.persons, "high": report.persons_high},
         ),
-        unscannable=tuple(getattr(report, "unscannable", ()) or ()),
-        attachments=tuple(getattr(report, "attachments", ()) or ()),
+        unscannable=tuple(report.unscannable),
+        attachments=tuple(report.attachments),
     )
 
 
@@ -305,22 +257,12 @@ def is_reply_subject(subject: str) -> bool:
 # -- findings --------------------------------------------------------------
 
 
-def _identity(finding: Any) -> Any:
-    """What makes two findings the same person: the HMAC fingerprint."""
-    return (
-        getattr(finding, "fingerprint", None)
-        or getattr(finding, "number", None)
-        or (getattr(finding, "masked", None), getattr(finding, "location", None))
-    )
-
-
-def _count_persons(findings: Sequence[Any], reported: dict[str, int]) -> dict[str, int]:
-    by_rank: list[set[Any]] = [set(), set(), set()]
+def _count_persons(findings: Sequence[Finding], reported: dict[str, int]) -> dict[str, int]:
+    by_rank: list[set[str | tuple[str, str]]] = [set(), set(), set()]
     for f in findings:
-        conf = getattr(f, "confidence", "low")
-        rank = CONFIDENCES.index(conf) if conf in CONFIDENCES else 0
+        rank = CONFIDENCES.index(f.confidence) if f.confidence in CONFIDENCES else 0
         for r in range(rank + 1):
-            by_rank[r].add(_identity(f))
+            by_rank[r].add(finding_identity(f))
     counts = {c: len(by_rank[i]) for i, c in enumerate(CONFIDENCES)}
     # The scanner counts over every finding, the list here is capped at
     # limits.max_findings: its counts are authoritative; never let ours be lower.

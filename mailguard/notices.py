@@ -27,10 +27,10 @@ from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
 from datetime import UTC, datetime
-from typing import Any
-
+from mailguard.config import ServerConfig, StoreConfig
 from mailguard.log import scrub
 from mailguard.policy import split_notice
+from mailguard.records import HeldMessage
 
 HELD_NOTICE, REJECTED_NOTICE, EXPIRED_NOTICE = "held", "rejected", "expired"
 KINDS = (HELD_NOTICE, REJECTED_NOTICE, EXPIRED_NOTICE)
@@ -43,7 +43,7 @@ _SUBJECTS = {
 }
 
 
-def safe_text(value: Any, limit: int = MAX_FIELD) -> str:
+def safe_text(value: object, limit: int = MAX_FIELD) -> str:
     """Text from a message or an operator, fit for a notice: normalised, masked, bounded, one line."""
     text = unicodedata.normalize("NFKC", str(value or ""))
     text = " ".join(text.split())
@@ -51,22 +51,22 @@ def safe_text(value: Any, limit: int = MAX_FIELD) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def notice_sender(store_cfg: Any, server_cfg: Any = None) -> str:
-    if getattr(store_cfg, "notice_from", ""):
+def notice_sender(store_cfg: StoreConfig, server_cfg: ServerConfig | None = None) -> str:
+    if store_cfg.notice_from:
         return store_cfg.notice_from
-    host = getattr(server_cfg, "hostname", "") or socket.getfqdn() or "localhost"
+    host = (server_cfg.hostname if server_cfg is not None else "") or socket.getfqdn() or "localhost"
     return f"postmaster@{host}"
 
 
 def build_notice(
     kind: str,
-    held: Any,
+    held: HeldMessage,
     *,
     sender: str,
     reason: str = "",
     expiry_hours: float | None = None,
 ) -> bytes:
-    """The notice for ``held`` (a store.HeldMessage) as bytes ready for SMTP."""
+    """The notice for ``held`` as bytes ready for SMTP."""
     if kind not in KINDS:
         raise ValueError(kind)
     ja_subj, en_subj = _SUBJECTS[kind]
@@ -123,7 +123,7 @@ def _utf8_address(addr: str) -> str:
     return str(Address(username=spec.local_part, domain=spec.domain))
 
 
-def _body(kind: str, held: Any, *, reason: str, expiry_hours: float | None) -> str:
+def _body(kind: str, held: HeldMessage, *, reason: str, expiry_hours: float | None) -> str:
     rcpts = ", ".join(safe_text(r, 254) for r in held.rcpt_tos[:20])
     if len(held.rcpt_tos) > 20:
         rcpts += f", … (+{len(held.rcpt_tos) - 20})"
@@ -138,7 +138,7 @@ def _body(kind: str, held: Any, *, reason: str, expiry_hours: float | None) -> s
     unscannable = [f"  {safe_text(u.get('location'))}: {safe_text(u.get('reason'))}" for u in held.unscannable[:20]]
     notice_ja, notice_en = (
         [safe_text(line, 300) for line in part.splitlines() if line.strip()][:10]
-        for part in split_notice(getattr(held, "notice", "") or "")
+        for part in split_notice(held.notice or "")
     )
     hours = f"{expiry_hours:g}" if expiry_hours else "?"
 

@@ -4,7 +4,7 @@ SECURITY: parses untrusted mail. The stdlib parser runs with policy compat32:
 policy.default raises on access to some malformed headers (and its address
 parser is slow on giant folded To: headers), while compat32 never raises on
 access and keeps raw 8-bit as surrogates, which we decode ourselves (see
-extract.charsets). No part is ever dropped: a part whose structure or transfer
+mailguard.charsets). No part is ever dropped: a part whose structure or transfer
 encoding is broken is still returned with what could be decoded, and problems
 are listed for the caller to report as unscannable. Nesting and the number of
 parts are bounded; a message the parser cannot walk at all comes back as one
@@ -25,7 +25,7 @@ import quopri
 import re
 from dataclasses import dataclass, field
 
-from mailguard.extract.charsets import decode_header_value, decode_text, guess_decode
+from mailguard.charsets import decode_header_value, decode_text, guess_decode
 
 # Headers a recipient reads (display names included); each becomes a span.
 DISPLAY_HEADERS = (

@@ -35,29 +35,24 @@ import fnmatch
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mailguard.errors import PolicyError
-from mailguard.facts import CONFIDENCES, Facts, clean_address, is_internal, normalise_domain
+from mailguard.facts import clean_address, is_internal, normalise_domain
 from mailguard.log import scrub
 
-PASS, HOLD, BLOCK = "pass", "hold", "block"
-ACTIONS = (PASS, HOLD, BLOCK)
+# The decision record and its actions live in records (the bottom module); re-exported here.
+from mailguard.records import ACTIONS, BLOCK, CONFIDENCES, HOLD, PASS, Decision, Facts, Unscannable
+
+__all__ = ["ACTIONS", "BLOCK", "HOLD", "PASS", "Decision", "Policy", "Rule", "decide",
+           "load_policy", "split_notice"]
+
 MAX_LISTED = 5  # masked numbers / domains named in one reason
 
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    action: str
-    rule: str
-    reasons: tuple[str, ...] = ()
-    notice: str = ""
-    approvals: int = 1
-    persons: int = 0
-    findings: tuple[Any, ...] = field(default=(), repr=False, compare=False)
-    unscannable: tuple[Any, ...] = field(default=(), compare=False)
+# A validated condition: a count, a flag, a confidence name, or a list of
+# lower-cased patterns / addresses / domains.
+Condition = int | bool | str | tuple[str, ...]
 
 
 # -- conditions --------------------------------------------------------------
@@ -100,7 +95,7 @@ NOTICE_SEPARATOR = "\n\n"
 class Rule:
     name: str
     action: str
-    conditions: dict[str, Any]
+    conditions: dict[str, Condition]
     notice: str = ""
     approvals: int = 1
     source: str = ""  # "file:line" of its [[rule]] header
@@ -143,7 +138,7 @@ def decide(facts: Facts, policy: Policy) -> Decision:
     )
 
 
-def _holds(name: str, value: Any, conds: dict[str, Any], f: Facts) -> bool:
+def _holds(name: str, value: Condition, conds: dict[str, Condition], f: Facts) -> bool:
     floor = conds.get("confidence", "medium")
     if name == "confidence":
         return True
@@ -174,7 +169,7 @@ def _holds(name: str, value: Any, conds: dict[str, Any], f: Facts) -> bool:
     raise AssertionError(f"unvalidated condition {name}")  # load_policy rejects these
 
 
-def _unscannable_beyond(f: Facts, patterns: tuple[str, ...]) -> list[Any]:
+def _unscannable_beyond(f: Facts, patterns: tuple[str, ...]) -> list[Unscannable]:
     """Unscannable items whose reason matches none of the admin's patterns
     (e.g. "image*": a site that accepts uninspected images to outside)."""
     return [u for u in f.unscannable
@@ -187,7 +182,7 @@ def _listed(items: tuple[str, ...] | list[str]) -> str:
 
 
 def _decision(
-    action: str, rule: str, notice: str, approvals: int, conds: dict[str, Any], f: Facts
+    action: str, rule: str, notice: str, approvals: int, conds: dict[str, Condition], f: Facts
 ) -> Decision:
     """Reasons say which facts made the rule match, with masked numbers only."""
     floor = conds.get("confidence", "medium")
@@ -446,7 +441,7 @@ def _load_file(path: Path) -> _Loaded:
     return _Loaded(rules, default, keywords, negative)
 
 
-def _load_rule(r: Any, tag: str, err: Callable[..., PolicyError], lines: _Lines, p: str) -> Rule:
+def _load_rule(r: object, tag: str, err: Callable[..., PolicyError], lines: _Lines, p: str) -> Rule:
     if not isinstance(r, dict):
         raise err(tag, None, "each rule must be a table")
     source = f"{p}:{lines.header(tag) or lines.key('', 'rule') or 0}"
@@ -459,7 +454,7 @@ def _load_rule(r: Any, tag: str, err: Callable[..., PolicyError], lines: _Lines,
     action = _action(r["action"], lambda reason: err(tag, "action", reason))
     notice = _notice(r.get("notice"), lambda reason: err(tag, "notice", reason))
     approvals = _approvals(r.get("approvals", 1), lambda reason: err(tag, "approvals", reason))
-    conds: dict[str, Any] = {}
+    conds: dict[str, Condition] = {}
     for k, v in r.items():
         if k in RULE_KEYS:
             continue
@@ -478,7 +473,7 @@ def _load_rule(r: Any, tag: str, err: Callable[..., PolicyError], lines: _Lines,
     return Rule(name.strip(), action, conds, notice, approvals, source)
 
 
-def _action(value: Any, fail: Callable[[str], PolicyError]) -> str:
+def _action(value: object, fail: Callable[[str], PolicyError]) -> str:
     if not isinstance(value, str):
         raise fail(f"action must be a string (pass, hold or block), got {type(value).__name__}")
     if value not in ACTIONS:
@@ -486,7 +481,7 @@ def _action(value: Any, fail: Callable[[str], PolicyError]) -> str:
     return value
 
 
-def _notice(value: Any, fail: Callable[[str], PolicyError]) -> str:
+def _notice(value: object, fail: Callable[[str], PolicyError]) -> str:
     """notice = { ja = "...", en = "..." } -> one text, Japanese first, English second."""
     if value is None:
         return ""
@@ -511,13 +506,13 @@ def split_notice(text: str) -> tuple[str, str]:
     return ja, en
 
 
-def _approvals(value: Any, fail: Callable[[str], PolicyError]) -> int:
+def _approvals(value: object, fail: Callable[[str], PolicyError]) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 5:
         raise fail(f"approvals must be an integer 1-5, got {value!r}")
     return value
 
 
-def _condition(name: str, value: Any, fail: Callable[[str], PolicyError]) -> Any:
+def _condition(name: str, value: object, fail: Callable[[str], PolicyError]) -> Condition:
     if name == "confidence":
         if value not in CONFIDENCES:
             raise fail(f"confidence must be one of {', '.join(CONFIDENCES)}, got {value!r}")

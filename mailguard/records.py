@@ -1,17 +1,24 @@
-"""The records passed between the stages. Imports nothing of mailguard's.
+"""The records passed between the pipeline's stages, in one bottom module.
 
-    Span       one place of readable text (extract -> detect)
-    Finding    one My Number found, with its evidence (detect -> facts, hold)
-    Detection  the findings of a message and its person count (detect -> scan)
+    detect    Span, Finding, Detection (+ fingerprint, the keyed HMAC they compute when asked)
+    scan      Unscannable, Attachment, ScanReport (+ the limit reasons)
+    facts     Facts (+ CONFIDENCES, finding_identity)
+    policy    Decision (+ the actions PASS, HOLD, BLOCK)
+    hold      HeldMessage, Envelope
+    upstream  UpstreamReply, DeliveryResult
 
-Frozen, slotted dataclasses: stages share them and never change them.
+Every stage reads and writes these types, so a stage's input and output are
+visible in its signature and no stage imports another to learn a shape. This
+module imports nothing of mailguard's, so any module may import it without
+creating a cycle. The old homes (scan, facts,
+policy, store, upstream) re-export these names.
 
-SECURITY: Finding.number holds the clear My Number for the hold store only
-(repr=False); every other field, including `reason`, is free of it. The
-fingerprint key is kept out of repr too. A fingerprint is a keyed HMAC: a plain
-hash of 12 digits is brute-forced in minutes (DESIGN §3.3).
+SECURITY: plain immutable data. Finding.number holds the clear My Number for the
+hold store only (repr=False); every other field, including `reason`, is free of
+it, and a message's bytes are never in a repr. A fingerprint is a keyed HMAC: a
+plain hash of 12 digits is brute-forced in minutes (DESIGN §3.3).
 
-DIAGNOSTICS: logs nothing.
+DIAGNOSTICS: none.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 
+
+# -- detect ------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
 class Span:
@@ -83,3 +92,228 @@ def _hmac_pads(key: bytes):
         key = hashlib.sha256(key).digest()
     key = key.ljust(64, b"\0")
     return (hashlib.sha256(bytes(b ^ 0x36 for b in key)), hashlib.sha256(bytes(b ^ 0x5C for b in key)))
+
+
+# -- scan --------------------------------------------------------------------
+
+TIME_LIMIT_REASON = "scan time limit exceeded"
+MEMORY_LIMIT_REASON = "memory limit exceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class Unscannable:
+    location: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    name: str
+    mime_type: str  # from libmagic, not the declared type
+    location: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScanReport:
+    findings: tuple[Finding, ...] = ()
+    persons: int = 0
+    unscannable: tuple[Unscannable, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    # Additive. `findings` keeps at most limits.max_findings (the first found);
+    # these count over every finding, kept or not.
+    findings_total: int = 0  # findings before the cap
+    persons_high: int = 0  # distinct valid numbers at high confidence
+    numbers: int = 0  # distinct valid numbers at any confidence
+
+
+# -- facts -------------------------------------------------------------------
+
+CONFIDENCES = ("low", "medium", "high")  # ascending
+
+
+def finding_identity(finding: Finding) -> str | tuple[str, str]:
+    """What makes two findings the same person: the HMAC fingerprint (the
+    number itself when no key was given; masked number and place as a last resort)."""
+    return finding.fingerprint or finding.number or (finding.masked, finding.location)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What a policy rule can test about one message. Immutable; built once."""
+
+    sender: str = ""
+    sender_domain: str = ""
+    recipients: tuple[str, ...] = ()
+    external_recipients: tuple[str, ...] = ()
+    external_domains: tuple[str, ...] = ()  # distinct, sorted
+    external_orgs: tuple[str, ...] = ()  # distinct registrable domains (PSL), sorted
+    recipient_domains: tuple[str, ...] = ()  # all envelope recipient domains, distinct
+    visible: tuple[str, ...] = ()  # distinct To/Cc addresses, lower-cased
+    visible_external: tuple[str, ...] = ()
+    header_from: tuple[str, ...] = ()
+    subject: str = ""
+    is_reply: bool = False
+    is_reply_all: bool = False
+    findings: tuple[Finding, ...] = ()  # masked; the clear number is repr=False
+    persons_by_confidence: dict[str, int] = field(
+        default_factory=lambda: {"low": 0, "medium": 0, "high": 0}
+    )
+    unscannable: tuple[Unscannable, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+
+    @property
+    def persons(self) -> int:
+        """Distinct valid numbers at medium or high confidence (DESIGN §4)."""
+        return self.persons_by_confidence["medium"]
+
+    def persons_at(self, floor: str) -> int:
+        """Distinct numbers found at ``floor`` confidence or above."""
+        return self.persons_by_confidence[floor]
+
+    def masked_at(self, floor: str) -> tuple[str, ...]:
+        """Masked numbers at ``floor`` or above, one per distinct number, in order found."""
+        rank = CONFIDENCES.index(floor)
+        seen: set[str | tuple[str, str]] = set()
+        out = []
+        for f in self.findings:
+            if CONFIDENCES.index(f.confidence) < rank:
+                continue
+            key = finding_identity(f)
+            if key not in seen:
+                seen.add(key)
+                out.append(f.masked)
+        return tuple(out)
+
+    @property
+    def any_external(self) -> bool:
+        return bool(self.external_recipients)
+
+    @property
+    def all_internal(self) -> bool:
+        return bool(self.recipients) and not self.external_recipients
+
+
+# -- policy ------------------------------------------------------------------
+
+PASS, HOLD, BLOCK = "pass", "hold", "block"
+ACTIONS = (PASS, HOLD, BLOCK)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: str  # one of ACTIONS
+    rule: str
+    reasons: tuple[str, ...] = ()
+    notice: str = ""
+    approvals: int = 1
+    persons: int = 0
+    findings: tuple[Finding, ...] = field(default=(), repr=False, compare=False)
+    unscannable: tuple[Unscannable, ...] = field(default=(), compare=False)
+
+
+# -- hold store --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldMessage:
+    id: str
+    state: str
+    rule: str
+    reasons: tuple[str, ...]
+    notice: str
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    persons: int
+    findings: tuple[dict[str, str], ...]  # masked, confidence, reason, location, fingerprint
+    fingerprints: tuple[str, ...]
+    unscannable: tuple[dict[str, str], ...]  # location, reason
+    subject: str
+    message_id: str
+    size: int
+    sha256: str
+    approvals_required: int
+    approvals: tuple[dict[str, str], ...]  # operator, time, reason
+    received: str
+    updated: str
+    decided_at: str | None = None
+    decided_by: str | None = None
+    decided_reason: str | None = None
+    upstream_reply: str | None = None
+    release_started: str | None = None
+    purged_at: str | None = None
+
+    @property
+    def approvers(self) -> list[str]:
+        seen: list[str] = []
+        for a in self.approvals:
+            if a["operator"] not in seen:
+                seen.append(a["operator"])
+        return seen
+
+    def summary(self) -> dict[str, object]:
+        """The `held list` fields (DESIGN §8)."""
+        return {
+            "id": self.id, "state": self.state, "rule": self.rule,
+            "from": self.mail_from, "to": list(self.rcpt_tos),
+            "persons": self.persons, "received": self.received,
+        }
+
+    def detail(self) -> dict[str, object]:
+        """The `held show` fields: everything in the row, findings masked."""
+        d = self.summary()
+        d.update(
+            reasons=list(self.reasons), notice=self.notice, subject=self.subject,
+            message_id=self.message_id, size=self.size, sha256=self.sha256,
+            findings=[dict(f) for f in self.findings], fingerprints=list(self.fingerprints),
+            unscannable=[dict(u) for u in self.unscannable],
+            approvals_required=self.approvals_required,
+            approvals=[dict(a) for a in self.approvals],
+            updated=self.updated, decided_at=self.decided_at, decided_by=self.decided_by,
+            decided_reason=self.decided_reason, upstream_reply=self.upstream_reply,
+            release_started=self.release_started, purged_at=self.purged_at,
+        )
+        return d
+
+
+@dataclass(frozen=True)
+class Envelope:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    mail_options: tuple[str, ...] = ()
+
+
+# -- upstream ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReply:
+    """One upstream reply; ``text`` holds continuation lines joined with "\\n"."""
+
+    code: int
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What the upstream did with one message.
+
+    ``reply`` is the upstream's final reply to DATA (2xx). ``refused`` maps each
+    recipient the upstream refused at RCPT to its reply; those did not get a copy.
+    """
+
+    reply: UpstreamReply
+    accepted: tuple[str, ...]
+    refused: dict[str, UpstreamReply] = field(default_factory=dict)

@@ -22,7 +22,7 @@ elapsed time; never content, names or numbers.
 
 INTERFACE (fixed; the policy, hold store and CLI code against it):
 
-    Unscannable(location, reason)
+    Unscannable(location, reason)                     (records; re-exported here)
     Attachment(name, mime_type, location, size)      mime_type from libmagic
     ScanReport(findings, persons, unscannable, attachments,
                findings_total, persons_high, numbers)          (last three additive)
@@ -47,46 +47,32 @@ import concurrent.futures
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from mailguard import detect
 from mailguard.config import LimitsConfig
+from mailguard.detect import Finding, Span
 from mailguard.errors import ScanError
+from mailguard.extract import Context, TimeUp, clean_name, extract_blob
+from mailguard.extract import mail as mail_reader
+from mailguard.extract.sniff import libmagic_type, looks_like_message
 from mailguard.log import get_logger
 
+# The records scan produces live in records (the bottom module); re-exported here.
+from mailguard.records import (
+    MEMORY_LIMIT_REASON,
+    TIME_LIMIT_REASON,
+    Attachment,
+    ScanReport,
+    Unscannable,
+)
 
-@dataclass(frozen=True, slots=True)
-class Unscannable:
-    location: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    name: str
-    mime_type: str
-    location: str
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class ScanReport:
-    findings: tuple[Any, ...] = ()
-    persons: int = 0
-    unscannable: tuple[Unscannable, ...] = ()
-    attachments: tuple[Attachment, ...] = ()
-    # Additive. `findings` keeps at most limits.max_findings (the first found);
-    # these count over every finding, kept or not.
-    findings_total: int = 0  # findings before the cap
-    persons_high: int = 0  # distinct valid numbers at high confidence
-    numbers: int = 0  # distinct valid numbers at any confidence
-
-
-TIME_LIMIT_REASON = "scan time limit exceeded"
-MEMORY_LIMIT_REASON = "memory limit exceeded"
+__all__ = ["MEMORY_LIMIT_REASON", "TIME_LIMIT_REASON", "Attachment", "Extraction", "Findings",
+           "ScanReport", "Scanner", "Unscannable", "extract_document", "extract_message",
+           "is_message", "scan_file", "scan_message"]
 # The cooperative deadline fires first so the worker can return partial
 # findings; the hard kill is the backstop for a library stuck in one call.
 SOFT_DEADLINE_FRACTION = 0.8
@@ -97,20 +83,19 @@ class Extraction:
     """What extraction found, before detection (additive; used by tests and bench).
     `spans` is empty when a sink took them (scan_message, scan_file)."""
 
-    spans: tuple[Any, ...]
+    spans: tuple[Span, ...]
     unscannable: tuple[Unscannable, ...]
     attachments: tuple[Attachment, ...]
 
 
-def _context(limits: LimitsConfig, deadline: float | None, sink=None):
-    from mailguard.extract import Context
-
+def _context(limits: LimitsConfig, deadline: float | None,
+             sink: Callable[[list[Span]], None] | None = None) -> Context:
     if deadline is None:
         deadline = time.monotonic() + limits.scan_timeout * SOFT_DEADLINE_FRACTION
     return Context(limits, deadline, sink=sink)
 
 
-def _finish(ctx, stopped: str) -> Extraction:
+def _finish(ctx: Context, stopped: str) -> Extraction:
     try:
         ctx.flush()
     except MemoryError:
@@ -122,10 +107,8 @@ def _finish(ctx, stopped: str) -> Extraction:
     return Extraction(tuple(ctx.spans), tuple(unscannable), tuple(ctx.attachments))
 
 
-def _run(ctx, extract) -> Extraction:
+def _run(ctx: Context, extract: Callable[[], None]) -> Extraction:
     """Run one extraction; a deadline or memory failure keeps what was found so far."""
-    from mailguard.extract import TimeUp
-
     try:
         extract()
     except TimeUp:
@@ -138,23 +121,20 @@ def _run(ctx, extract) -> Extraction:
 
 
 def extract_message(data: bytes, limits: LimitsConfig, deadline: float | None = None,
-                    sink=None) -> Extraction:
+                    sink: Callable[[list[Span]], None] | None = None) -> Extraction:
     """Message bytes -> spans, unscannable items and attachments (no detection).
 
     With `sink` (additive), spans are handed to sink(list_of_spans) as they are
     found instead of being returned (see extract.Context).
     """
-    from mailguard.extract.mail import extract_message as _extract
-
     ctx = _context(limits, deadline, sink)
-    return _run(ctx, lambda: _extract(ctx, data))
+    return _run(ctx, lambda: mail_reader.extract_message(ctx, data))
 
 
 def extract_document(data: bytes, name: str, limits: LimitsConfig,
-                     deadline: float | None = None, sink=None) -> Extraction:
+                     deadline: float | None = None,
+                     sink: Callable[[list[Span]], None] | None = None) -> Extraction:
     """A bare document (not a message) -> spans under `file:<name>`."""
-    from mailguard.extract import clean_name, extract_blob
-
     ctx = _context(limits, deadline, sink)
     return _run(ctx, lambda: extract_blob(ctx, data, name, f"file:{clean_name(name)}", 0))
 
@@ -179,13 +159,11 @@ class Findings:
         self.keywords = tuple(keywords)
         self.negative = tuple(negative)
         self.key = key
-        self.kept: list[Any] = []
+        self.kept: list[Finding] = []
         self.total = 0
-        self.best: dict[Any, int] = {}  # number (int) -> best rank
+        self.best: dict[int | str, int] = {}  # number (int; else fingerprint) -> best rank
 
-    def __call__(self, spans: list[Any]) -> None:
-        from mailguard import detect
-
+    def __call__(self, spans: list[Span]) -> None:
         result = detect.detect(spans, extra_keywords=self.keywords, extra_negative=self.negative,
                                key=self.key)
         spans.clear()  # the caller's batch: free the texts before the next one
@@ -233,8 +211,6 @@ def scan_message(data: bytes, limits: LimitsConfig, keywords: Iterable[str] = ()
 
 def is_message(data: bytes) -> bool:
     """Does a file hold a mail message (rather than a bare document)?"""
-    from mailguard.extract.sniff import libmagic_type, looks_like_message
-
     mime = libmagic_type(data)
     return mime.startswith("message/") or (
         (mime.startswith("text/") or mime == "application/octet-stream") and looks_like_message(data))

@@ -53,6 +53,7 @@ from mailguard.audit import AuditLog
 from mailguard.durable import fsync_dir as _fsync_dir
 from mailguard.durable import probe_dir, write_locked
 from mailguard.errors import NotFound, StoreError
+from mailguard.records import Envelope, HeldMessage  # the held-message records; re-exported
 
 HELD, RELEASED, REJECTED, EXPIRED = "held", "released", "rejected", "expired"
 STATES = (HELD, RELEASED, REJECTED, EXPIRED)
@@ -111,74 +112,6 @@ def check_id(hold_id: str) -> str:
     if not isinstance(hold_id, str) or not ID_RE.match(hold_id):
         raise StoreError(f"not a hold id: {hold_id[:40]!r}" if isinstance(hold_id, str) else "not a hold id")
     return hold_id
-
-
-@dataclass(frozen=True)
-class HeldMessage:
-    id: str
-    state: str
-    rule: str
-    reasons: tuple[str, ...]
-    notice: str
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    persons: int
-    findings: tuple[dict[str, Any], ...]
-    fingerprints: tuple[str, ...]
-    unscannable: tuple[dict[str, Any], ...]
-    subject: str
-    message_id: str
-    size: int
-    sha256: str
-    approvals_required: int
-    approvals: tuple[dict[str, Any], ...]
-    received: str
-    updated: str
-    decided_at: str | None = None
-    decided_by: str | None = None
-    decided_reason: str | None = None
-    upstream_reply: str | None = None
-    release_started: str | None = None
-    purged_at: str | None = None
-
-    @property
-    def approvers(self) -> list[str]:
-        seen: list[str] = []
-        for a in self.approvals:
-            if a["operator"] not in seen:
-                seen.append(a["operator"])
-        return seen
-
-    def summary(self) -> dict[str, Any]:
-        """The `held list` fields (DESIGN §8)."""
-        return {
-            "id": self.id, "state": self.state, "rule": self.rule,
-            "from": self.mail_from, "to": list(self.rcpt_tos),
-            "persons": self.persons, "received": self.received,
-        }
-
-    def detail(self) -> dict[str, Any]:
-        """The `held show` fields: everything in the row, findings masked."""
-        d = self.summary()
-        d.update(
-            reasons=list(self.reasons), notice=self.notice, subject=self.subject,
-            message_id=self.message_id, size=self.size, sha256=self.sha256,
-            findings=[dict(f) for f in self.findings], fingerprints=list(self.fingerprints),
-            unscannable=[dict(u) for u in self.unscannable],
-            approvals_required=self.approvals_required,
-            approvals=[dict(a) for a in self.approvals],
-            updated=self.updated, decided_at=self.decided_at, decided_by=self.decided_by,
-            decided_reason=self.decided_reason, upstream_reply=self.upstream_reply,
-            release_started=self.release_started, purged_at=self.purged_at,
-        )
-        return d
-
-
-@dataclass(frozen=True)
-class Envelope:
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    mail_options: tuple[str, ...] = ()
 
 
 @dataclass

@@ -31,7 +31,6 @@ import os
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol
 from urllib.parse import urlsplit
@@ -48,44 +47,12 @@ from mailguard.errors import (
     UpstreamUnreachable,
 )
 from mailguard.log import get_logger
+from mailguard.records import DeliveryResult, UpstreamReply  # plain reply records; re-exported
 
 log = get_logger(component="upstream")
 
 IDLE_MAX_AGE = 60.0  # seconds an idle pooled connection is trusted; servers drop idle ones
 QUIT_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamReply:
-    """One upstream reply; ``text`` holds continuation lines joined with "\\n"."""
-
-    code: int
-    text: str
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 300
-
-    @property
-    def transient(self) -> bool:
-        return 400 <= self.code < 500
-
-    @property
-    def permanent(self) -> bool:
-        return self.code >= 500
-
-
-@dataclass(frozen=True)
-class DeliveryResult:
-    """What the upstream did with one message.
-
-    ``reply`` is the upstream's final reply to DATA (2xx). ``refused`` maps each
-    recipient the upstream refused at RCPT to its reply; those did not get a copy.
-    """
-
-    reply: UpstreamReply
-    accepted: tuple[str, ...]
-    refused: dict[str, UpstreamReply] = field(default_factory=dict)
 
 
 class Link(Protocol):

@@ -1,182 +1,48 @@
 """Parts and documents -> text spans with locations, no I/O.
 
-One module per format family; this module holds the shared state (`Context`:
-spans found, unscannable items, attachments seen, and the limits budget) and the
-dispatcher that picks a reader by the *real* type of the bytes (libmagic plus
-container sniffing in `extract.sniff`), never by declared type or extension.
+One module per format family. `extract.context` holds the shared state
+(`Context`: spans found, unscannable items, attachments seen, and the limits
+budget); `extract.dispatch` picks a reader by the *real* type of the bytes
+(libmagic plus container sniffing in `extract.sniff`), never by declared type
+or extension. This package wires the two: `Context` here is the context with
+the dispatcher set, so a reader reaches nested containers through the context
+it is handed. Imports run one way: this package -> dispatch -> readers
+(archive, legacy, mail, odf, ooxml, pdf, text) -> context, sniff,
+mailguard.charsets, mailguard.parse, mailguard.records.
 
 SECURITY: every reader handles hostile bytes. A reader signals "cannot read
 this" by raising `Unreadable(reason)`; any other exception from a third-party
-library on corrupt input is caught here and reported as unscannable with the
-exception's type, so a broken file is never silently clean. Limits (expanded
-bytes, expansion ratio, nesting depth, parts/members, scan time) are charged
-through the Context; hitting one makes that item unscannable.
+library on corrupt input is caught by the dispatcher and reported as
+unscannable with the exception's type, so a broken file is never silently
+clean. Limits are charged through the Context; hitting one makes that item
+unscannable.
 
-DIAGNOSTICS: none; everything is returned in the Context. Locations and names
-pass through `log.scrub` so a number in a file name is masked where it is shown.
+DIAGNOSTICS: none; everything is returned in the Context.
 """
 
 from __future__ import annotations
 
-import re
-import time
-from collections.abc import Callable
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from mailguard.config import LimitsConfig
-from mailguard.detect import Span
-from mailguard.log import scrub
-from mailguard.scan import Attachment, Unscannable
+from mailguard.extract import context
+from mailguard.extract.context import (
+    FLUSH_SPANS,
+    RATIO_GRACE,
+    Dispatch,
+    TimeUp,
+    Unreadable,
+    clean_name,
+    location_join,
+    may_hold_number,
+)
+from mailguard.extract.dispatch import extract_blob
 
-RATIO_GRACE = 1 << 20  # the expansion ratio applies once a member passes 1 MiB
-_NOT_DIGIT = re.compile(r"[^0-9\uff10-\uff19]")
-
-
-def may_hold_number(text: str) -> bool:
-    """A table cell with fewer than 12 digits cannot hold a candidate; skip its span."""
-    if len(text) < 12:
-        return False
-    if text.isascii() and text.isdigit():  # the common numeric cell
-        return True
-    return len(_NOT_DIGIT.sub("", text)) >= 12
-
-
-def _any_cell(_text: str) -> bool:
-    return True
-
-
-class Unreadable(Exception):
-    """This item cannot be read; the reason is shown as unscannable."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class TimeUp(Exception):
-    """The per-message scan time ran out (cooperative check)."""
-
-
-FLUSH_SPANS = 2000  # ungrouped spans handed to the sink in batches of about this many
+__all__ = ["FLUSH_SPANS", "RATIO_GRACE", "Context", "Dispatch", "TimeUp", "Unreadable",
+           "clean_name", "extract_blob", "location_join", "may_hold_number"]
 
 
 @dataclass
-class Context:
-    """Extraction state for one message or document.
+class Context(context.Context):
+    """An extraction Context whose nested blobs go through `extract.dispatch`."""
 
-    Without a `sink`, every span stays in `spans` (tests, bench, ground truth).
-    With one, spans are handed to `sink(list_of_spans)` as extraction goes, so
-    detection runs item by item and a message's spans are never all held at
-    once. A group (one sheet, one CSV, one table) is handed over whole, never
-    split, because the detector's list rule counts per group; spans outside
-    groups go in batches of about FLUSH_SPANS, in the order they were found.
-    """
-
-    limits: LimitsConfig
-    deadline: float = float("inf")
-    spans: list[Span] = field(default_factory=list)
-    unscannable: list[Unscannable] = field(default_factory=list)
-    attachments: list[Attachment] = field(default_factory=list)
-    expanded: int = 0
-    parts: int = 0
-    all_cells: bool = False  # keep table cells without 12 digits too (ground-truth tests)
-    sink: Callable[[list[Span]], None] | None = None
-    open_groups: int = 0
-    added: int = 0  # spans added so far (kept or handed to the sink)
-
-    def keep_cell(self, value: str) -> bool:
-        return self.all_cells or may_hold_number(value)
-
-    def cell_filter(self) -> Callable[[str], bool]:
-        """keep_cell as one plain function, for loops over many cells."""
-        return _any_cell if self.all_cells else may_hold_number
-
-    def add_text(self, text: str, location: str, header: str = "", group: str = "") -> None:
-        if text and not text.isspace():
-            self.spans.append(Span(text, location, header, group))
-            self.added += 1
-            if self.sink is not None and not self.open_groups and len(self.spans) >= FLUSH_SPANS:
-                self.flush()
-
-    @contextmanager
-    def group(self):
-        """Spans added inside belong to one group: handed to the sink together."""
-        self.open_groups += 1
-        try:
-            yield
-        finally:
-            self.open_groups -= 1
-        # Not on an exception: the spans stay pending for the final flush.
-        if self.sink is not None and not self.open_groups and len(self.spans) >= FLUSH_SPANS:
-            self.flush()
-
-    def drop_pending_since(self, mark: int) -> None:
-        """With a sink: forget the spans added since `mark` that were not yet
-        handed over (an item that failed and is reported unscannable), so a
-        half-read giant table is not retried by every later flush."""
-        if self.sink is not None:
-            k = min(self.added - mark, len(self.spans))
-            if k > 0:
-                del self.spans[len(self.spans) - k:]
-
-    def flush(self) -> None:
-        """Hand the pending spans to the sink (no-op without one).
-
-        If the sink fails (MemoryError), the spans stay pending, so no span is
-        dropped undetected; the caller reports the failure.
-        """
-        if self.sink is not None and self.spans:
-            spans, self.spans = self.spans, []
-            try:
-                self.sink(spans)
-            except BaseException:
-                self.spans[:0] = spans
-                raise
-
-    def add_unscannable(self, location: str, reason: str) -> None:
-        item = Unscannable(location, reason)
-        if item not in self.unscannable:
-            self.unscannable.append(item)
-
-    def check_time(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise TimeUp
-
-    def take_part(self, location: str) -> bool:
-        """Count one MIME part or archive member; False (and unscannable) past the limit."""
-        self.parts += 1
-        if self.parts > self.limits.max_parts:
-            self.add_unscannable(location, f"more than {self.limits.max_parts} parts or members")
-            return False
-        return True
-
-    def charge(self, nbytes: int) -> None:
-        """Count decompressed bytes; Unreadable once the message's budget is spent."""
-        self.expanded += nbytes
-        if self.expanded > self.limits.max_expanded_bytes:
-            raise Unreadable(f"expanded size limit ({self.limits.max_expanded_bytes} bytes) exceeded")
-
-    def member_cap(self, compressed: int) -> int:
-        """Most bytes one member may expand to before the ratio limit applies."""
-        return max(RATIO_GRACE, compressed * self.limits.max_ratio)
-
-
-def location_join(parent: str, name: str) -> str:
-    """`attachment:a.zip` + `b.csv` -> `attachment:a.zip/b.csv`, masked and printable."""
-    return f"{parent}/{clean_name(name)}" if parent else clean_name(name)
-
-
-def clean_name(name: str) -> str:
-    """A name fit to show: no control characters, bounded, 12-digit runs masked."""
-    name = "".join(ch if ch.isprintable() else "?" for ch in name)
-    if len(name) > 200:
-        name = name[:100] + "…" + name[-99:]
-    return scrub(name)
-
-
-def extract_blob(ctx: Context, data: bytes, name: str, location: str, depth: int) -> None:
-    """Read one attachment or archive member by its real type."""
-    from mailguard.extract import dispatch
-
-    dispatch.extract_blob(ctx, data, name, location, depth)
+    dispatch: Dispatch | None = extract_blob

@@ -24,7 +24,7 @@ import tarfile
 import zipfile
 import zlib
 
-from mailguard.extract import Context, Unreadable, extract_blob, location_join
+from mailguard.extract.context import Context, Unreadable, location_join
 
 CHUNK = 1 << 20
 
@@ -38,7 +38,7 @@ def extract_archive(ctx: Context, data: bytes, kind: str, name: str, location: s
     else:
         inner_name, blob = decompress_stream(ctx, data, kind, name)
         if ctx.take_part(location):
-            extract_blob(ctx, blob, inner_name, location_join(location, inner_name), depth + 1)
+            ctx.extract_blob(blob, inner_name, location_join(location, inner_name), depth + 1)
 
 
 def _bounded_read(ctx: Context, stream, cap: int) -> bytes:
@@ -238,7 +238,7 @@ def extract_zip(ctx: Context, data: bytes, location: str, depth: int) -> None:
                     ctx.add_unscannable(location, exc.reason)
                     return
                 continue
-            extract_blob(ctx, blob, name, member_loc, depth + 1)
+            ctx.extract_blob(blob, name, member_loc, depth + 1)
 
 
 def extract_tar(ctx: Context, data: bytes, location: str, depth: int) -> None:
@@ -263,6 +263,6 @@ def extract_tar(ctx: Context, data: bytes, location: str, depth: int) -> None:
                 except Unreadable as exc:
                     ctx.add_unscannable(member_loc, exc.reason)
                     return
-                extract_blob(ctx, blob, member.name, member_loc, depth + 1)
+                ctx.extract_blob(blob, member.name, member_loc, depth + 1)
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise Unreadable(f"corrupt tar ({exc})") from None

@@ -3,6 +3,9 @@
 SECURITY: the one place where a reader's failure on hostile bytes becomes an
 unscannable item instead of a crash; see the package docstring.
 
+Readers import nothing from here: they recurse through `ctx.extract_blob`,
+which calls the dispatcher the Context was built with (this one, by default).
+
 DIAGNOSTICS: none.
 """
 
@@ -10,9 +13,10 @@ from __future__ import annotations
 
 import zlib
 
-from mailguard.extract import Context, TimeUp, Unreadable, clean_name
+from mailguard.extract import archive, legacy, mail, odf, ooxml, pdf, text
+from mailguard.extract.context import Context, TimeUp, Unreadable, clean_name
 from mailguard.extract.sniff import real_type
-from mailguard.scan import MEMORY_LIMIT_REASON, Attachment
+from mailguard.records import MEMORY_LIMIT_REASON, Attachment
 
 
 def extract_blob(ctx: Context, data: bytes, name: str, location: str, depth: int) -> None:
@@ -48,44 +52,26 @@ def _read(ctx: Context, data: bytes, kind: str, mime: str, name: str, location: 
     if kind == "empty":
         return
     if kind in ("text", "html", "rtf"):
-        from mailguard.extract import text
-
         text.extract_text_blob(ctx, data, kind, mime, name, location)
     elif kind == "xlsx":
-        from mailguard.extract import ooxml
-
         ooxml.extract_xlsx(ctx, data, location, depth)
     elif kind in ("docx", "pptx", "ooxml"):
-        from mailguard.extract import ooxml
-
         ooxml.extract_wordprocessing(ctx, data, kind, location, depth)
     elif kind == "xlsb":
         raise Unreadable("Excel binary workbook (.xlsb) is not supported")
     elif kind == "odf":
-        from mailguard.extract import odf
-
         odf.extract_odf(ctx, data, location, depth)
     elif kind == "pdf":
-        from mailguard.extract import pdf
-
         pdf.extract_pdf(ctx, data, location, depth)
     elif kind == "ole":
-        from mailguard.extract import legacy
-
         legacy.extract_ole(ctx, data, location, depth)
     elif kind in ("zip", "gzip", "bzip2", "xz", "tar"):
-        from mailguard.extract import archive
-
         archive.extract_archive(ctx, data, kind, name, location, depth)
     elif kind.startswith("archive:"):
         raise Unreadable(f"archive format not supported ({kind.split(':', 1)[1]})")
     elif kind == "message":
-        from mailguard.extract import mail
-
         mail.extract_attached_message(ctx, data, location, depth)
     elif kind == "tnef":
-        from mailguard.extract import mail
-
         mail.extract_tnef(ctx, data, location, depth)
     elif kind == "image":
         raise Unreadable(f"image ({mime}); text in images is not read (no OCR)")

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import io
 
-from mailguard.extract import Context, Unreadable, extract_blob, location_join
+from mailguard.charsets import guess_decode
+from mailguard.extract.context import Context, Unreadable, location_join
 from mailguard.extract.text import add_table
 
 
@@ -64,7 +65,7 @@ def _extract_embedded(ctx: Context, ole, top: set[str], location: str, depth: in
     else:
         name, blob = _ole10native(ole.openstream("\x01Ole10Native").read())
     ctx.charge(len(blob))
-    extract_blob(ctx, blob, name, location_join(location, name), depth + 1)
+    ctx.extract_blob(blob, name, location_join(location, name), depth + 1)
 
 
 def _ole10native(raw: bytes) -> tuple[str, bytes]:
@@ -128,8 +129,6 @@ def _msg_text(ole, stream: str) -> str:
     raw = ole.openstream(stream).read(32 * 1024 * 1024)
     if stream.endswith("001F"):
         return raw.decode("utf-16-le", "replace")
-    from mailguard.extract.charsets import guess_decode
-
     return guess_decode(raw)
 
 
@@ -160,4 +159,4 @@ def _extract_msg(ctx: Context, ole, streams: set[str], location: str, depth: int
         if ctx.take_part(member_loc):
             blob = ole.openstream(data_stream).read()
             ctx.charge(len(blob))
-            extract_blob(ctx, blob, fname, member_loc, depth + 1)
+            ctx.extract_blob(blob, fname, member_loc, depth + 1)

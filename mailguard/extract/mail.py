@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import struct
 
-from mailguard.extract import Context, Unreadable, clean_name, extract_blob, location_join
-from mailguard.extract.charsets import decode_text
+from mailguard.charsets import decode_text, guess_decode
+from mailguard.extract import text
+from mailguard.extract.context import Context, Unreadable, clean_name, location_join
 from mailguard.extract.sniff import real_type
 from mailguard.parse import Message, Part, parse_message
+from mailguard.records import Attachment
 
 
 def extract_message(ctx: Context, data: bytes, prefix: str = "", depth: int = 0) -> None:
@@ -68,8 +70,6 @@ def _extract_part(ctx: Context, part: Part, prefix: str, depth: int, used: dict[
         ctx.add_unscannable(location, problem)
     if part.message is not None:
         ctx.add_text(name, location + "#name")
-        from mailguard.scan import Attachment
-
         ctx.attachments.append(Attachment(clean_name(name), "message/rfc822", location, 0))
         if depth + 1 > ctx.limits.max_depth:
             ctx.add_unscannable(location, f"nested deeper than {ctx.limits.max_depth} levels")
@@ -78,7 +78,7 @@ def _extract_part(ctx: Context, part: Part, prefix: str, depth: int, used: dict[
     elif part.content_type.startswith("message/") and not payload.strip():
         ctx.add_text(name, location + "#name")
     else:
-        extract_blob(ctx, payload, name, location, depth)
+        ctx.extract_blob(payload, name, location, depth)
     return True
 
 
@@ -90,15 +90,13 @@ def _default_name(part: Part) -> str:
 
 def _extract_body(ctx: Context, part: Part, location: str, depth: int) -> None:
     """An inline text part. Bytes that are really something else are read as such."""
-    from mailguard.extract import text
-
     data = part.payload  # decoding may add a problem
     for problem in part.problems:
         ctx.add_unscannable(location, problem)
     if b"\x00" in data[:4096] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
         _mime, kind = real_type(data)
         if kind not in ("text", "html"):
-            extract_blob(ctx, data, f"part{part.index}", location, depth)
+            ctx.extract_blob(data, f"part{part.index}", location, depth)
             return
     if part.content_type == "text/html":
         ctx.add_text(text.html_to_text(text.decode_html(data, part.charset)), location)
@@ -169,8 +167,6 @@ def extract_tnef(ctx: Context, data: bytes, location: str, depth: int) -> None:
     import logging
 
     import tnefparse
-    from mailguard.extract.text import html_to_text, rtf_to_text
-    from mailguard.extract.charsets import guess_decode
 
     logging.getLogger("tnefparse").setLevel(logging.CRITICAL)
     try:
@@ -182,7 +178,7 @@ def extract_tnef(ctx: Context, data: bytes, location: str, depth: int) -> None:
         ctx.add_text(body, f"{location}/body")
     if tnef.htmlbody:
         html = tnef.htmlbody if isinstance(tnef.htmlbody, str) else guess_decode(tnef.htmlbody)
-        ctx.add_text(html_to_text(html), f"{location}/body.html")
+        ctx.add_text(text.html_to_text(html), f"{location}/body.html")
     try:
         rtf = tnef.rtfbody
     except Exception:  # tnefparse decompresses lazily when compressed_rtf is installed
@@ -190,7 +186,7 @@ def extract_tnef(ctx: Context, data: bytes, location: str, depth: int) -> None:
     if rtf:
         raw = rtf if rtf.lstrip()[:5] == b"{\\rtf" else decompress_rtf(rtf, 64 * 1024 * 1024)
         ctx.charge(len(raw))
-        ctx.add_text(rtf_to_text(raw), f"{location}/body.rtf")
+        ctx.add_text(text.rtf_to_text(raw), f"{location}/body.rtf")
     for n, att in enumerate(tnef.attachments, 1):
         try:
             name = att.long_filename() or att.name or f"attachment{n}"
@@ -204,4 +200,4 @@ def extract_tnef(ctx: Context, data: bytes, location: str, depth: int) -> None:
             return
         blob = att.data or b""
         ctx.charge(len(blob))
-        extract_blob(ctx, blob, name, member_loc, depth + 1)
+        ctx.extract_blob(blob, name, member_loc, depth + 1)

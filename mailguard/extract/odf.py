@@ -16,7 +16,7 @@ DIAGNOSTICS: none.
 
 from __future__ import annotations
 
-from mailguard.extract import Context, Unreadable, location_join
+from mailguard.extract.context import Context, Unreadable, location_join
 from mailguard.extract.archive import open_zip, read_zip_member
 from mailguard.extract.ooxml import _iterparse, _local, exact_number
 from mailguard.extract.text import add_table

@@ -28,7 +28,7 @@ from decimal import Decimal, InvalidOperation
 
 from lxml import etree
 
-from mailguard.extract import Context, Unreadable, extract_blob, location_join
+from mailguard.extract.context import Context, Unreadable, location_join
 from mailguard.extract.archive import open_zip, read_zip_member
 from mailguard.extract.text import add_table, column_letter
 
@@ -158,7 +158,7 @@ class _Package:
                 except Unreadable as exc:
                     self.ctx.add_unscannable(location_join(location, name), exc.reason)
                     continue
-                extract_blob(self.ctx, blob, posixpath.basename(name),
+                self.ctx.extract_blob(blob, posixpath.basename(name),
                              location_join(location, name), depth + 1)
 
     def properties(self, location: str) -> None:

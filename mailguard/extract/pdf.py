@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import logging
 
-from mailguard.extract import Context, Unreadable, extract_blob, location_join
+from mailguard.extract.context import Context, Unreadable, location_join
 
 logging.getLogger("pypdf").setLevel(logging.CRITICAL)
 
@@ -83,4 +83,4 @@ def extract_pdf(ctx: Context, data: bytes, location: str, depth: int) -> None:
             member_loc = location_join(location, name)
             if ctx.take_part(member_loc):
                 ctx.charge(len(blob))
-                extract_blob(ctx, blob, name, member_loc, depth + 1)
+                ctx.extract_blob(blob, name, member_loc, depth + 1)

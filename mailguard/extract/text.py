@@ -18,8 +18,8 @@ import io
 import re
 from html.parser import HTMLParser
 
-from mailguard.extract import Context
-from mailguard.extract.charsets import decode_text, guess_decode, normalise_label
+from mailguard.charsets import decode_text, guess_decode, normalise_label
+from mailguard.extract.context import Context
 
 MAX_CSV_CELLS = 2_000_000
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailguard.config import LimitsConfig
-from mailguard.extract.charsets import guess_decode
+from mailguard.charsets import guess_decode
 from mailguard.scan import extract_document, extract_message, scan_file
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"

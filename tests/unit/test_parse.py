@@ -1,4 +1,4 @@
-"""parse.py and extract.charsets: MIME walk and decoding on real mail bytes."""
+"""parse.py and mailguard.charsets: MIME walk and decoding on real mail bytes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from mailguard.extract.charsets import decode_header_value, decode_iso2022jp, decode_text, guess_decode
+from mailguard.charsets import decode_header_value, decode_iso2022jp, decode_text, guess_decode
 from mailguard.parse import parse_message
 
 

@@ -10,6 +10,9 @@ do (CP50220/CP51932), and it makes NEC row 13 (①, ㈱, ㍉) and NEC-selected I
 extensions (髙, 﨑) come out as the sender saw them, where Python's strict
 iso2022_jp codec rejects them.
 
+Ground level: used by parse (MIME headers and parts) and by extract (text
+attachments, TNEF, legacy Office); imports nothing of mailguard's.
+
 DIAGNOSTICS: none.
 """
 
