@@ -29,9 +29,11 @@ import logging
 import signal
 import socket
 from dataclasses import dataclass
-from typing import Any
 
+from mailguard import metrics
+from mailguard.act import Inspector
 from mailguard.config import Config, load_config
+from mailguard.hold import Holder, Recorder
 from mailguard.log import get_logger
 from mailguard.pipeline import Pipeline
 from mailguard.receive import Relay, RelaySMTP
@@ -46,10 +48,10 @@ SHUTDOWN_GRACE = 60.0
 class Services:
     """What the relay plugs in; rebuilt as a whole on SIGHUP."""
 
-    pipeline: Any
+    pipeline: Inspector  # pipeline.Pipeline; tests and benches plug in their own
     pool: UpstreamPool
-    holder: Any = None  # .hold(mail_from, rcpt_tos, data, decision) -> hold id
-    recorder: Any = None  # .record(mail_from=, rcpt_tos=, size=, decision=, outcome=, reply=, hold_id=)
+    holder: Holder | None = None  # None: a hold is 451 4.7.0 (the pass-only relay of benches)
+    recorder: Recorder | None = None  # None: no audit record per message
 
     async def close(self) -> None:
         if self.holder is not None and hasattr(self.holder, "aclose"):
@@ -72,8 +74,6 @@ def build_services(config: Config, *, recover: bool = True) -> Services:
     pool = UpstreamPool(config.upstream, local_hostname=local_hostname(config))
     # The hold store (issue 6): recovery first (safe beside a running CLI: it only
     # touches files nobody holds a lock on), then periodic expiry on this loop.
-    from mailguard.hold import Holder, Recorder
-
     holder = Holder(config)
     if recover:
         holder.recover()
@@ -116,7 +116,7 @@ class App:
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
         self._stopped = asyncio.Event()
-        self.metrics_server: Any = None
+        self.metrics_server: metrics.MetricsServer | None = None
 
     async def start(self, port: int | None = None) -> int:
         """Bind and start accepting; ``port=0`` picks a free port (tests). Returns the port."""
@@ -135,12 +135,16 @@ class App:
         change of metrics.listen needs a restart, like server.listen."""
         if not self.config.metrics.listen or self.metrics_server is not None:
             return
-        from mailguard import metrics
-
         self.metrics_server = metrics.start_server(self.config.metrics.listen)
         # Read at scrape time from the current services' store (a CLI release
         # in another process shows up at the next scrape).
-        metrics.set_held_source(lambda: metrics.held_counts(self.services.holder.store))
+        metrics.set_held_source(self._held_counts)
+
+    def _held_counts(self) -> tuple[int, float | None]:
+        holder = self.services.holder
+        if holder is None:  # the scrape goes on without the held-queue figures
+            raise RuntimeError("no hold store in this relay")
+        return metrics.held_counts(holder.store)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Stop accepting, let transactions in flight finish, close everything."""
@@ -156,8 +160,7 @@ class App:
         while self.relay.connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.relay.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
+            conn.abort()
         await self.relay.wait_tasks()
         await self.services.close()
         if self.metrics_server is not None:
