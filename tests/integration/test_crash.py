@@ -26,10 +26,8 @@ from hold_support import (
     write_config,
 )
 
-from mailguard import scan
 from mailguard.store import Store
 
-pytestmark = pytest.mark.skipif(not hasattr(scan, "Scanner"), reason="needs the scanner (issue 4)")
 EXTERNAL = "someone@example.com"
 
 

@@ -1,6 +1,7 @@
 """The relay against a real upstream sink over loopback: delivery, failures, decisions."""
 
 from __future__ import annotations
+from mailguard.replies import REPLIES
 
 import asyncio
 import io
@@ -14,7 +15,8 @@ from mailguard.log import configure_logging
 from mailguard.policy import BLOCK, HOLD, Decision
 from mailguard.upstream import UpstreamPool
 
-OK, NOT_TAKEN, TEMPFAIL, TOO_MANY_RCPT, BLOCKED = 250, 550, 451, 452, 550
+OK, TEMPFAIL, TOO_MANY_RCPT = REPLIES["ok"].code, REPLIES["internal_error"].code, REPLIES["too_many_recipients"].code
+BLOCKED = NOT_TAKEN = 550  # a policy block (replies.blocked) and an upstream 550 relayed as is
 
 MSG = (
     b"From: sender@city.example.lg.jp\r\nTo: a@example.com\r\nSubject: test\r\n"

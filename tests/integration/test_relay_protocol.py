@@ -1,6 +1,7 @@
 """Hostile and edge-case SMTP against the relay: smuggling, long lines, limits, access."""
 
 from __future__ import annotations
+from mailguard.replies import AIOSMTPD_REPLIES, REPLIES
 
 import asyncio
 import os
@@ -11,7 +12,10 @@ import pytest
 
 from conftest import start_sink
 
-OK, DATA_GO, ACCESS_DENIED, BAD_SEQUENCE, TOO_MANY_RCPT, TOO_BIG, CLOSING = 250, 354, 554, 503, 452, 552, 421
+OK, ACCESS_DENIED = REPLIES["ok"].code, REPLIES["client_denied"].code
+BAD_SEQUENCE = AIOSMTPD_REPLIES["503 Error: need MAIL command"].code
+TOO_MANY_RCPT, TOO_BIG, CLOSING = (REPLIES[n].code for n in ("too_many_recipients", "too_big", "too_many_commands"))
+DATA_GO = 354  # aiosmtpd's own "End data with <CR><LF>.<CR><LF>"
 
 
 async def ehlo(raw, port, name="c.test"):

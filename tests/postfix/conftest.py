@@ -20,7 +20,6 @@ from typing import Iterator
 import pytest
 
 from postfix_harness import (
-    MailguardDidNotStart,
     MailguardProcess,
     PostfixInstance,
     PostfixUnavailable,
@@ -63,12 +62,7 @@ def mailbox() -> Iterator[Sink]:
 @pytest.fixture
 def mailguard(postfix_ready: None, upstream: Sink, tmp_path: Path) -> Iterator[MailguardProcess]:
     mg = MailguardProcess(tmp_path, upstream.port)
-    try:
-        mg.start()
-    except MailguardDidNotStart as exc:
-        if "not built yet" in str(exc):
-            pytest.skip("mailguard serve is not built yet")
-        raise
+    mg.start()
     yield mg
     mg.stop()
 

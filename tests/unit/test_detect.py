@@ -31,7 +31,7 @@ from mailguard.detect import (
 )
 
 KEY = bytes(range(32))
-TORTURE = Path("/work/shared/corpus/flanker/torture.eml")
+TORTURE = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "flanker" / "torture.eml"
 
 
 def mn(first11: str) -> str:

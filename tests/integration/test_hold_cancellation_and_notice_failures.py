@@ -1,4 +1,4 @@
-"""Hold-path review regressions over loopback: cancellation and notice failures."""
+"""Hold path over loopback: a cancelled client and a notice that cannot be sent."""
 
 from __future__ import annotations
 

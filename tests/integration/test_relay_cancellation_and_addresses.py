@@ -1,6 +1,7 @@
-"""Review regressions: cancellation, SMTPUTF8, 8-bit addresses, held MAIL parameters."""
+"""Relay regressions: cancellation, SMTPUTF8, 8-bit addresses, MAIL parameters of held mail."""
 
 from __future__ import annotations
+from mailguard.replies import REPLIES
 
 import asyncio
 
@@ -8,7 +9,7 @@ import aiosmtplib
 
 from conftest import REPO
 
-OK, TEMPFAIL = 250, 451
+OK, TEMPFAIL = REPLIES["ok"].code, REPLIES["internal_error"].code
 
 MSG = (
     b"From: sender@city.example.lg.jp\r\nTo: a@example.com\r\nSubject: test\r\n"
