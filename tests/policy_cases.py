@@ -15,6 +15,10 @@ import openpyxl
 
 from mynumbers import my_numbers
 
+import pytest
+
+from mailguard.config import load_config
+from mailguard.pipeline import Pipeline
 from mailguard.policy import BLOCK, HOLD, PASS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,3 +159,20 @@ CASES = [
     ("clean mail to other cities",
      OTHER_CITIES, build(to=OTHER_CITIES, body="会議の日程です。"), PASS, "default"),
 ]
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("cfg")
+    cfg = d / "mailguard.toml"
+    cfg.write_text(
+        '[organisation]\ninternal_domains = ["City.Example.LG.JP"]\n'
+        f'[policy]\ndir = "{ROOT / "policies"}"\n[store]\npath = "{d / "store"}"\n',
+        encoding="utf-8",
+    )
+    return load_config(cfg)
+
+
+@pytest.fixture(scope="module")
+def pipeline(config) -> Pipeline:
+    return Pipeline(config)

@@ -10,27 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from policy_cases import CASES, COLLEAGUE, ME, ROOT, THREE
+from policy_cases import CASES, COLLEAGUE, ME, ROOT, THREE, config, pipeline  # noqa: F401 (fixtures)
 
-from mailguard.config import load_config
 from mailguard.pipeline import Pipeline
-
-
-@pytest.fixture(scope="module")
-def config(tmp_path_factory: pytest.TempPathFactory):
-    d = tmp_path_factory.mktemp("cfg")
-    cfg = d / "mailguard.toml"
-    cfg.write_text(
-        '[organisation]\ninternal_domains = ["City.Example.LG.JP"]\n'
-        f'[policy]\ndir = "{ROOT / "policies"}"\n[store]\npath = "{d / "store"}"\n',
-        encoding="utf-8",
-    )
-    return load_config(cfg)
-
-
-@pytest.fixture(scope="module")
-def pipeline(config) -> Pipeline:
-    return Pipeline(config)
 
 
 def _check_cli(tmp_path: Path, config, rcpts, data: bytes, *extra: str) -> subprocess.CompletedProcess[str]:
