@@ -112,7 +112,9 @@ from mailguard.detect.context import (
     _near,
     _without_keyword,
 )
+from mailguard.detect.chars import _high_bytes
 from mailguard.detect.numbers import check_digit, fingerprint, is_corporate_number, is_valid, mask
+from mailguard.detect.view import make_view
 from mailguard.detect.words import _clean_words, _words, _Words
 from mailguard.records import Detection, Finding, Span
 
@@ -171,18 +173,25 @@ def _detect(spans: Iterable[Span], words: _Words, key: bytes) -> Detection:
     for i, span in enumerate(spans):
         if not isinstance(span, Span) or not isinstance(span.text, str):
             raise TypeError("detect() takes Span objects with str text")
-        cands = _candidates(span.text)
+        text = span.text
+        # The text as read: format characters, quote prefixes and folds out
+        # (None for ordinary text, which pays only the checks).
+        high = None if text.isascii() else _high_bytes(text)
+        view = make_view(text, high)
+        if view is not None:
+            text = view.text
+        cands = _candidates(text, high)
         if not cands[0]:
             continue
         group = "g:" + span.group if span.group else f"s:{i}"
         t = totals.setdefault(group, [0, 0])
         t[0] += len(cands[0])
         t[1] += sum(cands[4])
-        per_span.append((span, cands, group))
+        per_span.append((span, text, view, cands, group))
 
     findings: list[Finding] = []
     persons: set[str] = set()  # the numbers found at medium or high
-    for span, (numbers, starts, ends, groupeds, valids), group in per_span:
+    for span, text, view, (numbers, starts, ends, groupeds, valids), group in per_span:
         n = sum(valids)
         if not n:
             continue
@@ -203,12 +212,14 @@ def _detect(spans: Iterable[Span], words: _Words, key: bytes) -> Detection:
                 confidences, reasons = (list(col) for col in zip(*map(_without_keyword, numbers, groupeds)))
             # ... then all the rules for the numbers a keyword or negative
             # word could reach: a hit starting within [s - back, e + range].
-            ctx = _Context(span.text, words, _context_hits(span.text, starts, ends, words))
+            ctx = _Context(text, words, _context_hits(text, starts, ends, words))
             for k in _near(ctx.starts, starts, ends, KEYWORD_RANGE + words.longest, KEYWORD_RANGE):
                 confidences[k], reasons[k] = _confidence(
                     (numbers[k], starts[k], ends[k], groupeds[k], True), ctx, listed
                 )
             all_counted = LOW not in confidences
+        if view is not None:  # offsets into the original text
+            starts, ends = list(map(view.start, starts)), list(map(view.end, ends))
         _add_findings(findings, numbers, confidences, reasons, span.location, starts, ends, key)
         if all_counted:
             persons.update(numbers)

@@ -58,3 +58,115 @@ def test_policy_negative_words_reach_the_rule(tmp_path):
     text = f"配達票番号 {g(N1, '-')}"
     assert found(text) == [(mask(N1), "medium")]
     assert found(text, extra_negative=policy.negative) == [(mask(N1), "low")]
+
+
+# ------------------------------------------------------------------ characters
+
+from mailguard.detect.view import FORMAT_CHARS  # noqa: E402
+
+
+def one(text: str):
+    fs = detect([Span(text, "body")]).findings
+    assert len(fs) == 1, f"expected one finding, got {len(fs)}"
+    return fs[0]
+
+
+def test_format_characters_are_category_cf():
+    import unicodedata
+
+    assert all(unicodedata.category(c) == "Cf" for c in FORMAT_CHARS)
+
+
+@pytest.mark.parametrize("cf", list(FORMAT_CHARS), ids=[f"U+{ord(c):04X}" for c in FORMAT_CHARS])
+def test_format_character_inside_a_number_is_transparent(cf):
+    for shown in (g(N1, cf), g(N1, " " + cf), N1[:5] + cf + N1[5:], cf + g(N1, "-") + cf):
+        text = f"個人番号：{shown}です"
+        f = one(text)
+        assert f.masked == mask(N1) and f.confidence == "high"
+        assert text[f.start:f.end].strip(cf) == shown.strip(cf)  # location in the original text
+    # negative: still no number when the check digit fails or a digit glues on
+    assert found(f"個人番号：{g(invalid(N1), cf)}") == []
+    assert found(f"個人番号：{N1[:6]}{cf}{N1[6:]}{cf}7") == []
+
+
+@pytest.mark.parametrize("sep", ["・", "･", " - ", " ー ", "  ", "   ", "    ", "\u3000", "\u3000\u3000", " ・ "],
+                         ids=["nakaguro", "halfwidth-nakaguro", "space-hyphen-space", "space-chouon-space",
+                              "2-spaces", "3-spaces", "4-spaces", "fullwidth-space", "2-fullwidth-spaces",
+                              "spaced-nakaguro"])
+def test_separators_people_type(sep):
+    text = f"連絡先 {g(N1, sep)} です"
+    f = one(text)
+    assert (f.masked, f.confidence) == (mask(N1), "medium")
+    assert text[f.start:f.end] == g(N1, sep)
+
+
+@pytest.mark.parametrize("text", [
+    "1234     5678     9018",  # five spaces: a layout gap, not a separator
+    "1234・5678 - 9018",  # mixed kinds
+    "1111・1234・5678・9018",  # a slice of a longer chain
+    "1234 - 5678 - 9018 - 1111",
+    "1111  1234  5678  9018",
+], ids=["5-spaces", "mixed-kinds", "chain-before", "chain-after", "chain-spaces"])
+def test_not_a_number_with_wide_separators(text):
+    digits = "".join(c for c in text if c.isdigit())
+    # rebuild the last 12 digits as a valid number so a wrong acceptance shows up
+    n = N2
+    k = 0
+    out = []
+    for c in text:
+        if c.isdigit():
+            idx = len(digits) - 12
+            out.append(n[k - idx] if k >= idx else c)
+            k += 1
+        else:
+            out.append(c)
+    assert found("".join(out)) == []
+
+
+def test_quoted_reply_wrapped_number_in_a_real_eml():
+    from email.message import EmailMessage
+
+    from mailguard.config import LimitsConfig
+    from mailguard.scan import scan_message
+
+    def eml(body: str) -> bytes:
+        m = EmailMessage()
+        m["From"], m["To"], m["Subject"] = "a@city.example.lg.jp", "b@example.com", "Re: 照会"
+        m.set_content(body)
+        return bytes(m)
+
+    wrapped = f"承知しました。\n\n> 個人番号は {N1[:4]} {N1[4:8]}\n> {N1[8:]} です。\n>> {N2[:4]}-{N2[4:8]}-\n>> {N2[8:]}\n"
+    report = scan_message(eml(wrapped), LimitsConfig())
+    got = sorted((f.masked, f.confidence, f.location) for f in report.findings)
+    assert got == sorted([(mask(N1), "high", "body"), (mask(N2), "high", "body")])
+    # negatives: three quoted lines of four digits are a column; a failing check digit is nothing
+    column = f"> 個人番号\n> {N1[:4]}\n> {N1[4:8]}\n> {N1[8:]}\n"
+    bad = f"> 個人番号 {invalid(N1)[:4]} {invalid(N1)[4:8]}\n> {invalid(N1)[8:]}\n"
+    assert scan_message(eml(column), LimitsConfig()).findings == ()
+    assert scan_message(eml(bad), LimitsConfig()).findings == ()
+
+
+def test_quoted_view_offsets_point_at_the_original():
+    text = f"> 個人番号 {N1[:4]} {N1[4:8]}\n> {N1[8:]}\n"
+    f = one(text)
+    assert text[f.start:f.end] == f"{N1[:4]} {N1[4:8]}\n> {N1[8:]}"
+
+
+@pytest.mark.parametrize("suffix,body", [
+    ("ics", "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nSUMMARY:面談\r\n"
+            "DESCRIPTION:本人確認 個人番号 {a}\r\n {b}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"),
+    ("vcf", "BEGIN:VCARD\nVERSION:4.0\nFN:山田太郎\nNOTE:マイナンバー {a}\n\t{b}\nEND:VCARD\n"),
+])
+def test_folded_calendar_and_vcard_through_the_document_path(tmp_path, suffix, body):
+    from mailguard.config import LimitsConfig
+    from mailguard.scan import scan_file
+
+    split = g(N1, "-")
+    path = tmp_path / f"a.{suffix}"
+    path.write_text(body.format(a=split[:7], b=split[7:]), encoding="utf-8")
+    report = scan_file(path, LimitsConfig())
+    assert [(f.masked, f.confidence) for f in report.findings] == [(mask(N1), "high")]
+    # negative: the same folded lines outside an iCalendar/vCard object stay two lines
+    plain = tmp_path / "b.txt"
+    plain.write_text(body.format(a=split[:7], b=split[7:]).replace("BEGIN:", "START:"), encoding="utf-8")
+    assert scan_file(plain, LimitsConfig()).findings == ()
