@@ -114,6 +114,7 @@ from mailguard.detect.context import (
 )
 from mailguard.detect.chars import _high_bytes
 from mailguard.detect.numbers import check_digit, fingerprint, is_corporate_number, is_valid, mask
+from mailguard.detect.forms import labelled_forms
 from mailguard.detect.view import make_view
 from mailguard.detect.words import _clean_words, _words, _Words
 from mailguard.records import Detection, Finding, Span
@@ -181,17 +182,24 @@ def _detect(spans: Iterable[Span], words: _Words, key: bytes) -> Detection:
         if view is not None:
             text = view.text
         cands = _candidates(text, high)
-        if not cands[0]:
+        forms = labelled_forms(text, words)
+        if not cands[0] and not forms:
             continue
         group = "g:" + span.group if span.group else f"s:{i}"
         t = totals.setdefault(group, [0, 0])
         t[0] += len(cands[0])
         t[1] += sum(cands[4])
-        per_span.append((span, text, view, cands, group))
+        per_span.append((span, text, view, cands, group, forms))
 
     findings: list[Finding] = []
     persons: set[str] = set()  # the numbers found at medium or high
-    for span, text, view, (numbers, starts, ends, groupeds, valids), group in per_span:
+    for span, text, view, (numbers, starts, ends, groupeds, valids), group, forms in per_span:
+        if forms:  # box forms and kanji numerals after a label: high
+            f_numbers, f_starts, f_ends, f_reasons = (list(col) for col in zip(*forms))
+            if view is not None:
+                f_starts, f_ends = list(map(view.start, f_starts)), list(map(view.end, f_ends))
+            _add_findings(findings, f_numbers, repeat(HIGH), f_reasons, span.location, f_starts, f_ends, key)
+            persons.update(f_numbers)
         n = sum(valids)
         if not n:
             continue

@@ -170,3 +170,72 @@ def test_folded_calendar_and_vcard_through_the_document_path(tmp_path, suffix, b
     plain = tmp_path / "b.txt"
     plain.write_text(body.format(a=split[:7], b=split[7:]).replace("BEGIN:", "START:"), encoding="utf-8")
     assert scan_file(plain, LimitsConfig()).findings == ()
+
+
+# ------------------------------------------------------------------ box forms
+
+BOXES = [" ", "  ", "\t", "|", " | ", "\u3000", "｜"]
+
+
+@pytest.mark.parametrize("box", BOXES, ids=["space", "2-spaces", "tab", "bar", "spaced-bar", "fw-space", "fw-bar"])
+@pytest.mark.parametrize("label", ["個人番号 ", "個人番号（マイナンバー）\n", "マイナンバー：", "本人の個人番号欄 "])
+def test_box_form_after_a_label(box, label):
+    shown = box.join(N1)
+    text = f"扶養控除等申告書\n{label}{shown}\n氏名 山田太郎"
+    f = one(text)
+    assert (f.masked, f.confidence) == (mask(N1), "high") and "box" in f.reason
+    assert text[f.start:f.end] == shown
+
+
+@pytest.mark.parametrize("text", [
+    "結果 " + " ".join(N1),  # no label: runs of single digits are common in data
+    "個人番号 " + " ".join(invalid(N1)),  # check digit fails
+    "個人番号 " + " ".join(N1) + " 7",  # thirteen boxes
+    "個人番号 " + " ".join(N1[:11]),  # eleven boxes
+    "個人番号の記載は不要です。" + "あ" * 40 + " ".join(N1),  # label too far away
+    "伝票番号 " + " ".join(N1),  # a negative label is no label
+], ids=["no-label", "invalid", "13-boxes", "11-boxes", "far-label", "negative-label"])
+def test_box_form_negatives(text):
+    assert found(text) == []
+
+
+def test_box_form_pdf_through_the_document_path(tmp_path):
+    import docs_fixtures as fx
+
+    from mailguard.config import LimitsConfig
+    from mailguard.scan import scan_file
+
+    path = tmp_path / "申告書.pdf"
+    path.write_bytes(fx.make_pdf([f"個人番号 {' '.join(N1)}"]))
+    report = scan_file(path, LimitsConfig())
+    assert [(f.masked, f.confidence) for f in report.findings] == [(mask(N1), "high")]
+    other = tmp_path / "結果.pdf"
+    other.write_bytes(fx.make_pdf([f"得点 {' '.join(N1)}"]))
+    assert scan_file(other, LimitsConfig()).findings == ()
+
+
+# ------------------------------------------------------------ kanji numerals
+
+KANJI = str.maketrans("0123456789", "〇一二三四五六七八九")
+
+
+@pytest.mark.parametrize("shape", ["flat", "space", "nakaguro", "hyphen", "zero-rei"])
+def test_kanji_numerals_after_a_label(shape):
+    k = N1.translate(KANJI)
+    shown = {"flat": k, "space": g(k, " "), "nakaguro": g(k, "・"), "hyphen": g(k, "-"),
+             "zero-rei": k.replace("〇", "零")}[shape]
+    text = f"申請者のマイナンバーは{shown}です。"
+    f = one(text)
+    assert (f.masked, f.confidence) == (mask(N1), "high") and "kanji" in f.reason
+    assert text[f.start:f.end] == shown
+
+
+@pytest.mark.parametrize("text", [
+    "第" + N1.translate(KANJI) + "号",  # no label
+    "個人番号は" + invalid(N1).translate(KANJI),
+    "個人番号は" + N1.translate(KANJI) + "三",  # thirteen numerals
+    "個人番号は一二三四五六七八九〇一二三四五六",
+    "個人番号について。" + "説明" * 15 + N1.translate(KANJI),  # label too far
+], ids=["no-label", "invalid", "13", "16", "far-label"])
+def test_kanji_numeral_negatives(text):
+    assert found(text) == []
