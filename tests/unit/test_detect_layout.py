@@ -239,3 +239,64 @@ def test_kanji_numerals_after_a_label(shape):
 ], ids=["no-label", "invalid", "13", "16", "far-label"])
 def test_kanji_numeral_negatives(text):
     assert found(text) == []
+
+
+# -------------------------------------------------------------------- masking
+
+from mailguard.log import scrub  # noqa: E402
+
+_FROM_KANJI = str.maketrans("〇一二三四五六七八九零", "01234567890")
+_TO_KANJI = str.maketrans("0123456789", "〇一二三四五六七八九")
+
+
+def _recoverable(out: str, n: str) -> bool:
+    """Could the clear number be read back from `out`, in any spelling?"""
+    import unicodedata
+
+    digits = "".join(c for c in unicodedata.normalize("NFKC", out.translate(_FROM_KANJI)) if c.isdigit())
+    return n in digits
+
+
+SPELLINGS = {
+    "nakaguro": g(N1, "・"), "halfwidth-nakaguro": g(N1, "･"), "space-hyphen-space": g(N1, " - "),
+    "space-run": g(N1, "    "), "fullwidth-spaces": g(N1, "\u3000\u3000"),
+    "fullwidth-digits": g(N1.translate(str.maketrans("0123456789", "０１２３４５６７８９")), "\u3000"),
+    "zwsp": g(N1, "\u200b"), "soft-hyphen": N1[:6] + "\u00ad" + N1[6:], "bidi": "\u2066" + g(N1, "-") + "\u2069",
+    "word-joiner-space": g(N1, "\u2060 "), "box-spaces": " ".join(N1), "box-bars": "|".join(N1),
+    "box-spaced-bars": " | ".join(N1), "box-tabs": "\t".join(N1), "kanji": N1.translate(_TO_KANJI),
+    "kanji-grouped": g(N1.translate(_TO_KANJI), "・"), "quoted-wrap": f"{N1[:4]} {N1[4:8]}\n> {N1[8:]}",
+    "folded": f"{N1[:6]}\r\n {N1[6:]}",
+}
+
+
+@pytest.mark.parametrize("spelling", list(SPELLINGS))
+def test_scrub_masks_every_spelling_the_detector_reads(spelling):
+    shown = SPELLINGS[spelling]
+    out = scrub(f"件名 {shown} 送付")
+    assert not _recoverable(out, N1)
+    assert out.startswith("件名 ") and out.endswith(" 送付") and "********" in out
+
+
+@pytest.mark.parametrize("text", ["tel 03-1234-5678", "2026-11-26T07:46:42.123456+00:00", "一二三四五六七八九〇一",
+                                  "第一二三号", "1 2 3 4 5 6 7 8 9 0 1"])
+def test_scrub_leaves_short_runs_in_any_spelling(text):
+    assert scrub(text) == text
+
+
+@pytest.mark.parametrize("spelling", ["nakaguro", "space-hyphen-space", "zwsp", "box-spaces", "kanji"])
+def test_scan_cli_masks_new_spellings(tmp_path, capsys, monkeypatch, spelling):
+    from mailguard.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "policies").mkdir()
+    shown = SPELLINGS[spelling]
+    # the number in the file name (printed by the CLI) and in the content (found)
+    path = tmp_path / f"名簿 {shown.replace('|', '_')}.txt"
+    path.write_text(f"個人番号 {shown}\n", encoding="utf-8")
+    assert main(["scan", str(path)]) == 0
+    out = capsys.readouterr()
+    assert not _recoverable(out.out + out.err, N1)
+    assert mask(N1) in out.out and "1 person(s)" in out.out
+    assert main(["scan", str(path), "--json"]) == 0
+    out = capsys.readouterr()
+    assert not _recoverable(out.out + out.err, N1)
