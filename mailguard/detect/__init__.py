@@ -28,8 +28,11 @@ LAYOUT (imports run down this list, never up):
     __init__    detect(): orchestration, the findings, the public names
     context     confidence and reason: keyword/negative hits, column header,
                 list rule, the rules for a number no keyword reaches
+    forms       box forms and kanji numerals, read only after a label
     candidates  12-digit candidates as columns, the neighbour rules
     words       keyword and negative-word lists, their spellings, the automaton
+    view        the text as read: format characters, quote prefixes and
+                iCalendar/vCard folding removed, offsets mapped back
     chars       NFKC digit/separator classes, normalise()
     numbers     check digit, Corporate Number, mask, fingerprint
     mailguard.records   Span, Finding, Detection (and the HMAC they compute)
@@ -48,8 +51,11 @@ HOW (DESIGN §4, declared together as a recognizer would):
                 original text too: the automaton holds each word's full-width,
                 half-width and case variants.
     candidates  12 ASCII digits, contiguous or 4-4-4 with one separator
-                (space, hyphen, dot; a single line break may stand for or follow
-                a separator, once per number). Not a candidate when a digit
+                (space, hyphen, dot, katakana middle dot; a run of up to 4
+                spaces, or a mark with up to 2 spaces either side; a single
+                line break may stand for or follow a separator, once per
+                number). A wide or middle-dot separator also needs no digit
+                beyond a separator run on either side. Not a candidate when a digit
                 touches it, or a digit follows a separator next to it (hyphen
                 or dot for the contiguous form, any separator for the grouped
                 form), or when an ASCII letter touches it (the digits are then
