@@ -4,10 +4,11 @@ SECURITY: a last-line scrubber masks any run of 12 or more digits in every strin
 field, nested lists and dicts included, so a number can not reach a log even if
 a caller forgets to mask it. "Digit" is any Unicode decimal digit (ASCII,
 full-width, math bold 𝟏, Arabic-Indic, ...) or digit-like character (¹, ①, ⒈),
-and the digits may be split by one separator each: any space (U+00A0, U+3000,
-...), hyphen or dash (U+2010-2015, U+2212, ー, ...), dot, zero-width character,
-or a line break, a superset of what the detector (detect.py) reads as a
-separator. Field values are cut to a bounded length so a hostile envelope can
+and the digits may be split by a short run of separators: any space (U+00A0,
+U+3000, ...), hyphen or dash (U+2010-2015, U+2212, ー, ...), dot, middle dot,
+box rule, format character (zero-width, soft hyphen, bidi), or a line break
+with a quote prefix or folding space after it: a superset of every spelling
+the detector (mailguard/detect/) reads, box forms and kanji numerals included. Field values are cut to a bounded length so a hostile envelope can
 not flood the journal.
 
 DIAGNOSTICS: this module is the log pipeline itself.
@@ -36,16 +37,27 @@ _DIGIT_LIKE = (
 )
 _DIGIT = rf"[\d{_DIGIT_LIKE}]"
 # Spaces (Zs), hyphens and dashes (Pd), minus, prolonged sound marks, dots,
-# zero-width characters, soft hyphen, tab.
+# katakana middle dots, box rules (|), tab, and the format characters (Cf) the
+# detector reads through (zero-width characters, soft hyphen, bidi marks, BOM).
 _SEPARATOR = (
     "[\t \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
     "\\-\u058a\u05be\u1400\u1806\u2010-\u2015\u2043\u2212\u2e17\u2e1a\u2e3a\u2e3b\u2e40"
     "\u2e5d\u301c\u3030\u30a0\u30fc\ufe31\ufe32\ufe58\ufe63\uff0d\uff70\U00010ead"
-    ".\u2024\ufe52\uff0e\u3002\uff61"
-    "\u00ad\u200b-\u200d\u2060\ufeff]"
+    ".\u2024\ufe52\uff0e\u3002\uff61\u30fb\uff65|\uff5c"
+    "\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
 )
-_GAP = rf"(?:{_SEPARATOR}(?:\r\n|\r|\n)?|\r\n|\r|\n)?"
+# A gap between two digits: a run of up to five separators (1234 - 5678,
+# "1 | 2", "1234  5678"), a line break, or both; after a line break a quote
+# prefix ("> ", ">> ", "| ") or one folding space. A superset of what the
+# detector joins (detect/candidates.py, detect/view.py, detect/forms.py).
+_LINE = r"(?:\r\n|\r|\n)(?:[ \t]*[>|](?:[ \t]?[>|])*[ \t]?|[ \t])?"
+_GAP = rf"(?:{_SEPARATOR}{{1,5}}(?:{_LINE})?|{_LINE})?"
 _DIGIT_RUN = re.compile(rf"{_DIGIT}(?:{_GAP}{_DIGIT}){{11,}}")
+# Kanji numerals (the detector reads them after a label; masked wherever 12 or
+# more stand together, which ordinary prose never has).
+_KANJI = "[〇一二三四五六七八九零]"
+_KANJI_RUN = re.compile(rf"{_KANJI}(?:{_GAP}{_KANJI}){{11,}}")
+_KANJI_DIGIT = frozenset("〇一二三四五六七八九零")
 
 
 def scrub(text: str) -> str:
@@ -53,7 +65,15 @@ def scrub(text: str) -> str:
     def _mask(m: re.Match[str]) -> str:
         digits = [c for c in m.group(0) if c.isdigit()]
         return "*" * (len(digits) - 4) + "".join(digits[-4:])
-    return _DIGIT_RUN.sub(_mask, text)
+
+    def _mask_kanji(m: re.Match[str]) -> str:
+        digits = [c for c in m.group(0) if c in _KANJI_DIGIT]
+        return "*" * (len(digits) - 4) + "".join(digits[-4:])
+
+    text = _DIGIT_RUN.sub(_mask, text)
+    if not text.isascii():
+        text = _KANJI_RUN.sub(_mask_kanji, text)
+    return text
 
 
 def _scrubbed(value: Any, depth: int = 0) -> Any:

@@ -28,8 +28,11 @@ LAYOUT (imports run down this list, never up):
     __init__    detect(): orchestration, the findings, the public names
     context     confidence and reason: keyword/negative hits, column header,
                 list rule, the rules for a number no keyword reaches
+    forms       box forms and kanji numerals, read only after a label
     candidates  12-digit candidates as columns, the neighbour rules
     words       keyword and negative-word lists, their spellings, the automaton
+    view        the text as read: format characters, quote prefixes and
+                iCalendar/vCard folding removed, offsets mapped back
     chars       NFKC digit/separator classes, normalise()
     numbers     check digit, Corporate Number, mask, fingerprint
     mailguard.records   Span, Finding, Detection (and the HMAC they compute)
@@ -48,8 +51,11 @@ HOW (DESIGN §4, declared together as a recognizer would):
                 original text too: the automaton holds each word's full-width,
                 half-width and case variants.
     candidates  12 ASCII digits, contiguous or 4-4-4 with one separator
-                (space, hyphen, dot; a single line break may stand for or follow
-                a separator, once per number). Not a candidate when a digit
+                (space, hyphen, dot, katakana middle dot; a run of up to 4
+                spaces, or a mark with up to 2 spaces either side; a single
+                line break may stand for or follow a separator, once per
+                number). A wide or middle-dot separator also needs no digit
+                beyond a separator run on either side. Not a candidate when a digit
                 touches it, or a digit follows a separator next to it (hyphen
                 or dot for the contiguous form, any separator for the grouped
                 form), or when an ASCII letter touches it (the digits are then
@@ -112,7 +118,10 @@ from mailguard.detect.context import (
     _near,
     _without_keyword,
 )
+from mailguard.detect.chars import _high_bytes
 from mailguard.detect.numbers import check_digit, fingerprint, is_corporate_number, is_valid, mask
+from mailguard.detect.forms import labelled_forms
+from mailguard.detect.view import make_view
 from mailguard.detect.words import _clean_words, _words, _Words
 from mailguard.records import Detection, Finding, Span
 
@@ -171,18 +180,32 @@ def _detect(spans: Iterable[Span], words: _Words, key: bytes) -> Detection:
     for i, span in enumerate(spans):
         if not isinstance(span, Span) or not isinstance(span.text, str):
             raise TypeError("detect() takes Span objects with str text")
-        cands = _candidates(span.text)
-        if not cands[0]:
+        text = span.text
+        # The text as read: format characters, quote prefixes and folds out
+        # (None for ordinary text, which pays only the checks).
+        high = None if text.isascii() else _high_bytes(text)
+        view = make_view(text, high)
+        if view is not None:
+            text = view.text
+        cands = _candidates(text, high)
+        forms = labelled_forms(text, words)
+        if not cands[0] and not forms:
             continue
         group = "g:" + span.group if span.group else f"s:{i}"
         t = totals.setdefault(group, [0, 0])
         t[0] += len(cands[0])
         t[1] += sum(cands[4])
-        per_span.append((span, cands, group))
+        per_span.append((span, text, view, cands, group, forms))
 
     findings: list[Finding] = []
     persons: set[str] = set()  # the numbers found at medium or high
-    for span, (numbers, starts, ends, groupeds, valids), group in per_span:
+    for span, text, view, (numbers, starts, ends, groupeds, valids), group, forms in per_span:
+        if forms:  # box forms and kanji numerals after a label: high
+            f_numbers, f_starts, f_ends, f_reasons = (list(col) for col in zip(*forms))
+            if view is not None:
+                f_starts, f_ends = list(map(view.start, f_starts)), list(map(view.end, f_ends))
+            _add_findings(findings, f_numbers, repeat(HIGH), f_reasons, span.location, f_starts, f_ends, key)
+            persons.update(f_numbers)
         n = sum(valids)
         if not n:
             continue
@@ -203,12 +226,14 @@ def _detect(spans: Iterable[Span], words: _Words, key: bytes) -> Detection:
                 confidences, reasons = (list(col) for col in zip(*map(_without_keyword, numbers, groupeds)))
             # ... then all the rules for the numbers a keyword or negative
             # word could reach: a hit starting within [s - back, e + range].
-            ctx = _Context(span.text, words, _context_hits(span.text, starts, ends, words))
+            ctx = _Context(text, words, _context_hits(text, starts, ends, words))
             for k in _near(ctx.starts, starts, ends, KEYWORD_RANGE + words.longest, KEYWORD_RANGE):
                 confidences[k], reasons[k] = _confidence(
                     (numbers[k], starts[k], ends[k], groupeds[k], True), ctx, listed
                 )
             all_counted = LOW not in confidences
+        if view is not None:  # offsets into the original text
+            starts, ends = list(map(view.start, starts)), list(map(view.end, ends))
         _add_findings(findings, numbers, confidences, reasons, span.location, starts, ends, key)
         if all_counted:
             persons.update(numbers)

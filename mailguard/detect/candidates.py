@@ -30,10 +30,23 @@ from mailguard.detect.chars import (
 from mailguard.detect.numbers import _valid, _valid_many, is_corporate_number
 
 
+# Separators between the groups beyond NFKC's: the katakana middle dot
+# (full and half width), which people type as 1234・5678・9012.
+_DOTS = {"\u30fb": "\u30fb", "\uff65": "\u30fb"}
+_GAP_OF = _SEP_OF | _DOTS
+_SPACES = "".join(sorted(c for c, v in _SEP_OF.items() if v == " "))
+_MAX_SPACES = 4  # a run of up to this many spaces is one separator
+
+
 def _fast_pattern(digits: Iterable[str]) -> re.Pattern[str]:
     d = "[" + _cls(sorted(digits)) + "]"
-    s = "[" + _cls(sorted(_SEP_OF)) + "]"
-    gap = rf"(?:{s}(?:\r\n|\r|\n)?|\r\n|\r|\n)"
+    s = "[" + _cls(sorted(_GAP_OF)) + "]"
+    # One separator character, or a short run of them that _gap_kind accepts
+    # (a run of spaces, or a hyphen, dot or middle dot with up to two spaces
+    # either side: 1234 - 5678 - 9012); a line break may follow it or stand
+    # for it. The run is checked in Python, not here: a failing attempt (a
+    # date's "/") then costs one class test, as it did before the runs.
+    gap = rf"(?:{s}{s}{{0,{_MAX_SPACES}}}(?:\r\n|\r|\n)?|\r\n|\r|\n)"
     # Starts with a bare character class, so sre scans for it with its fast
     # charset prefix search instead of trying the whole pattern at every offset.
     return re.compile(rf"(?P<a>{d}{d}{{3}})(?:(?P<s1>{gap})(?P<b>{d}{{4}})(?P<s2>{gap})(?P<c>{d}{{4}})|(?P<f>{d}{{8}}))")
@@ -78,13 +91,14 @@ _CANDIDATE = re.compile(
 _Columns = tuple[list[str], list[int], list[int], list[bool], list[bool]]
 
 
-def _candidates(text: str) -> _Columns:
-    """Every 12-digit candidate in `text`, offsets into `text` as given."""
+def _candidates(text: str, high: bytes | None = None) -> _Columns:
+    """Every 12-digit candidate in `text`, offsets into `text` as given
+    (`high`: its UTF-16 high bytes, when the caller has them)."""
     astral = _may_hold_astral(text)
     numbers, starts, ends, groupeds = _fast_candidates(text, _FAST_ALL if astral else _FAST_BMP)
     valids = _valid_many(numbers)
     multi = _MULTI_ALL if astral else _MULTI_BMP
-    if not _may_hold_multi(text, astral) or multi.search(text) is None:
+    if not _may_hold_multi(text, astral, high) or multi.search(text) is None:
         return numbers, starts, ends, groupeds, valids
     # ⑩-like characters expand to several characters under NFKC; normalise a
     # window around each and keep the candidates that contain one.
@@ -133,7 +147,16 @@ def _fast_candidates(text: str, pattern: re.Pattern[str]) -> tuple[list[str], li
             c1, c2 = s1.strip(_LINE_BREAK), s2.strip(_LINE_BREAK)
             if c1 != s1 and c2 != s2:
                 continue  # two line breaks: a column of 4-digit values, not a number
-            if c1 and c2 and sep_of[c1] != sep_of[c2]:
+            if len(c1) > 1 or len(c2) > 1 or c1 in _DOTS or c2 in _DOTS:
+                # A separator people type beyond DESIGN's one character: the
+                # same kinds on both sides, and no digit beyond a separator
+                # on either side (not a slice of a longer chain of groups).
+                k1, k2 = _gap_kind(c1), _gap_kind(c2)
+                if k1 is None or k2 is None or (c1 and c2 and k1 != k2):
+                    continue
+                if _chained(text, s, e):
+                    continue
+            elif c1 and c2 and sep_of[c1] != sep_of[c2]:
                 continue  # mixed separators (1234-5678.9012) are not one number
             number = groups[0] + groups[2] + groups[4]
             grouped = True
@@ -233,6 +256,37 @@ def _multi_candidates(text: str, multi: re.Pattern[str]) -> list[tuple[str, int,
                 continue
             out.append((number, s, e, grouped, _valid(number)))
     return out
+
+
+def _gap_kind(gap: str) -> str | None:
+    """The separator a gap stands for: its mark (hyphen, dot, middle dot), or
+    a space for a run of up to _MAX_SPACES spaces; "" for no gap (a line
+    break alone); None for a run that is no separator ("--", five spaces)."""
+    if len(gap) <= 1:
+        return _GAP_OF[gap] if gap else ""
+    mark = gap.strip(_SPACES)
+    if not mark:
+        return " " if len(gap) <= _MAX_SPACES else None
+    if len(mark) != 1:
+        return None
+    i = gap.index(mark)
+    return _GAP_OF[mark] if i <= 2 and len(gap) - i <= 3 else None
+
+
+_GAP_CHARS = frozenset(_GAP_OF) | frozenset(_LINE_BREAK)
+
+
+def _chained(text: str, s: int, e: int) -> bool:
+    """A digit within a separator run (up to 6 characters) before s or after e."""
+    i, lo = s - 1, max(0, s - 7)
+    while i >= lo and text[i] in _GAP_CHARS:
+        i -= 1
+    if i < s - 1 and i >= 0 and _digitish(text[i]):
+        return True
+    j, hi = e, min(len(text), e + 7)
+    while j < hi and text[j] in _GAP_CHARS:
+        j += 1
+    return j > e and j < len(text) and _digitish(text[j])
 
 
 def _beside_corporate(text: str, s: int, e: int, number: str) -> bool:

@@ -67,18 +67,25 @@ _MULTI_LATIN1 = tuple(sorted(c for c in _MULTI_SET if ord(c) < 0x100))
 _MULTI_HIGH = tuple(sorted({bytes([ord(c) >> 8]) for c in _MULTI_SET if 0x100 <= ord(c) <= 0xFFFF}))
 
 
-def _may_hold_multi(text: str, astral: bool) -> bool:
+def _may_hold_multi(text: str, astral: bool, high: bytes | None = None) -> bool:
     """False when `text` surely holds no character of _MULTI_SET. A regex
     class over a 3 MB CSV costs 9 ms; for text without astral characters the
-    UTF-16 high bytes answer in half that (memchr over every second byte)."""
+    UTF-16 high bytes answer in half that (memchr over every second byte).
+    `high`: those bytes when the caller has them (the view check needs them too)."""
     if text.isascii():
         return False
     if astral:
         return True
     if any(c in text for c in _MULTI_LATIN1):
         return True
-    high = text.encode("utf-16-be", "surrogatepass")[::2]
+    if high is None:
+        high = _high_bytes(text)
     return any(b in high for b in _MULTI_HIGH)
+
+
+def _high_bytes(text: str) -> bytes:
+    """The high byte of each UTF-16 code unit of `text` (a non-ASCII text)."""
+    return text.encode("utf-16-be", "surrogatepass")[::2]
 
 
 def _may_hold_astral(text: str) -> bool:

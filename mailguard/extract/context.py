@@ -183,7 +183,9 @@ def location_join(parent: str, name: str) -> str:
 
 def clean_name(name: str) -> str:
     """A name fit to show: no control characters, bounded, 12-digit runs masked."""
-    name = "".join(ch if ch.isprintable() else "?" for ch in name)
+    # Masked first: a zero-width character inside a number is no digit gap
+    # once it has become "?".
+    name = "".join(ch if ch.isprintable() else "?" for ch in scrub(name))
     if len(name) > 200:
         name = name[:100] + "…" + name[-99:]
-    return scrub(name)
+    return name
