@@ -59,6 +59,7 @@ from mailguard.errors import ScanError
 from mailguard.extract import Context, TimeUp, clean_name, extract_blob
 from mailguard.extract import mail as mail_reader
 from mailguard.extract.sniff import libmagic_type, looks_like_message
+from mailguard.items import NEAR, near_words
 from mailguard.log import get_logger
 
 # The records scan produces live in records (the bottom module); re-exported here.
@@ -162,12 +163,15 @@ class Findings:
         self.kept: list[Finding] = []
         self.total = 0
         self.best: dict[int | str, int] = {}  # number (int; else fingerprint) -> best rank
+        self.near: dict[str, None] = {}  # headers / item words next to findings, in order
 
     def __call__(self, spans: list[Span]) -> None:
         result = detect.detect(spans, extra_keywords=self.keywords, extra_negative=self.negative,
                                key=self.key)
-        spans.clear()  # the caller's batch: free the texts before the next one
         findings = result.findings
+        if findings and len(self.near) < NEAR_MAX:
+            self._note_near(spans, findings)
+        spans.clear()  # the caller's batch: free the texts before the next one
         self.total += len(findings)
         room = self.cap - len(self.kept)
         if room > 0:
@@ -180,6 +184,23 @@ class Findings:
             if best.get(number, -1) < r:
                 best[number] = r
 
+    def _note_near(self, spans: list[Span], findings: tuple[Finding, ...]) -> None:
+        """Column headers of the batch (a sheet, a CSV) and item words around the
+        first findings: words only, never a cell's value (issue 17)."""
+        near = self.near
+        for s in spans:
+            if s.header and len(near) < NEAR_MAX:
+                near.setdefault(_bounded(s.header), None)
+        by_location = {s.location: s for s in spans}
+        for f in findings[:NEAR_FINDINGS]:
+            s = by_location.get(f.location)
+            if s is None:
+                continue
+            for w in near_words(s.text[max(0, f.start - NEAR):f.end + NEAR]):
+                near.setdefault(w, None)
+        while len(near) > NEAR_MAX:
+            near.popitem()
+
     def report(self, extraction: Extraction) -> ScanReport:
         ranks = self.best.values()
         return ScanReport(
@@ -190,7 +211,17 @@ class Findings:
             findings_total=self.total,
             persons_high=sum(1 for r in ranks if r >= 2),
             numbers=len(self.best),
+            near_findings=tuple(self.near),
         )
+
+
+NEAR_MAX = 40  # headers / words kept per message
+NEAR_FINDINGS = 200  # findings per batch whose surroundings are read for item words
+
+
+def _bounded(header: str) -> str:
+    # A header is a label, bounded; the audit log scrubs any digit run it may hold.
+    return " ".join(header.split())[:60]
 
 
 def _findings(limits: LimitsConfig, keywords: Iterable[str], negative: Iterable[str],
