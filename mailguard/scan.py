@@ -49,7 +49,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailguard import detect
@@ -87,6 +87,7 @@ class Extraction:
     spans: tuple[Span, ...]
     unscannable: tuple[Unscannable, ...]
     attachments: tuple[Attachment, ...]
+    table_headers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> headers
 
 
 def _context(limits: LimitsConfig, deadline: float | None,
@@ -105,7 +106,7 @@ def _finish(ctx: Context, stopped: str) -> Extraction:
     unscannable = list(ctx.unscannable)
     if stopped:
         unscannable.append(Unscannable("message", stopped))
-    return Extraction(tuple(ctx.spans), tuple(unscannable), tuple(ctx.attachments))
+    return Extraction(tuple(ctx.spans), tuple(unscannable), tuple(ctx.attachments), dict(ctx.table_headers))
 
 
 def _run(ctx: Context, extract: Callable[[], None]) -> Extraction:
@@ -164,6 +165,7 @@ class Findings:
         self.total = 0
         self.best: dict[int | str, int] = {}  # number (int; else fingerprint) -> best rank
         self.near: dict[str, None] = {}  # headers / item words next to findings, in order
+        self.groups: dict[str, None] = {}  # tables (groups) that held a finding
 
     def __call__(self, spans: list[Span]) -> None:
         result = detect.detect(spans, extra_keywords=self.keywords, extra_negative=self.negative,
@@ -188,14 +190,15 @@ class Findings:
         """Column headers of the batch (a sheet, a CSV) and item words around the
         first findings: words only, never a cell's value (issue 17)."""
         near = self.near
-        for s in spans:
-            if s.header and len(near) < NEAR_MAX:
-                near.setdefault(_bounded(s.header), None)
         by_location = {s.location: s for s in spans}
         for f in findings[:NEAR_FINDINGS]:
             s = by_location.get(f.location)
             if s is None:
                 continue
+            if s.group:
+                self.groups.setdefault(s.group, None)
+            if s.header:
+                near.setdefault(_bounded(s.header), None)
             for w in near_words(s.text[max(0, f.start - NEAR):f.end + NEAR]):
                 near.setdefault(w, None)
         while len(near) > NEAR_MAX:
@@ -203,6 +206,12 @@ class Findings:
 
     def report(self, extraction: Extraction) -> ScanReport:
         ranks = self.best.values()
+        # Every column header of a table that held a number: what was sent beside it.
+        for g in self.groups:
+            for h in extraction.table_headers.get(g, ()):
+                if len(self.near) >= NEAR_MAX:
+                    break
+                self.near.setdefault(h, None)
         return ScanReport(
             findings=tuple(self.kept),
             persons=sum(1 for r in ranks if r >= 1),

@@ -33,6 +33,7 @@ from typing import Any
 from mailguard.audit import _parse_time
 from mailguard.detect import Span, detect
 from mailguard.facts import clean_address, domain_of, organisation_of
+from mailguard.log import scrub
 
 # Events that are a message's decision or a state change of it (the trace's rows).
 MESSAGE_EVENTS = frozenset({
@@ -114,7 +115,9 @@ def trace(records: Iterable[dict[str, Any]], fingerprints: set[str],
 
 
 def _norm_mid(text: str) -> str:
-    return text.strip().strip("<>").strip().lower()
+    # Records hold Message-IDs as scrubbed (a 12+ digit run, often a timestamp, is
+    # masked like a number), so a clear Message-ID is compared in that form too.
+    return scrub(text.strip()).strip("<>").strip().lower()
 
 
 def find(records: Iterable[dict[str, Any]], *, message_id: str = "", sender: str = "",
