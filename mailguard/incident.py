@@ -12,7 +12,8 @@ from the audit records of one message (issue 17).
 Only the records are read: a held message purged long ago can still be reported.
 
 SECURITY: records hold masked findings, fingerprints, addresses and counts; the
-draft shows counts and locations, not even masked numbers. DIAGNOSTICS: none.
+draft shows counts, locations and the decision's reasons (numbers masked as
+there, `********9018`). DIAGNOSTICS: none.
 """
 
 from __future__ import annotations
