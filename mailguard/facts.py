@@ -120,6 +120,8 @@ def build_facts(
         ),
         unscannable=tuple(report.unscannable),
         attachments=tuple(report.attachments),
+        near_findings=tuple(getattr(report, "near_findings", ()) or ()),
+        message_id=_header_text(headers, "message-id").strip()[:250],
     )
 
 

@@ -48,6 +48,7 @@ from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from mailguard.auditfacts import decision_fields, held_fields
 from mailguard.config import Config
 from mailguard.errors import AuditError, ForwardError, StoreError, UpstreamRefused
 from mailguard.log import get_logger, scrub
@@ -149,7 +150,7 @@ def _audit_fields(held: HeldMessage) -> dict[str, Any]:
     return {
         "id": held.id, "from": held.mail_from, "to": list(held.rcpt_tos), "rule": held.rule,
         "persons": held.persons, "findings": [dict(f) for f in held.findings],
-        "fingerprints": list(held.fingerprints),
+        "fingerprints": list(held.fingerprints), **held_fields(held),
     }
 
 
@@ -261,10 +262,11 @@ class Holder:
             approvals_required=decision.approvals or 1, mail_options=mail_options,
         )
         try:
-            self.audit.append("hold", operator=SYSTEM_OPERATOR, reasons=ev["reasons"],
-                              unscannable=ev["unscannable"], size=len(data), sha256=ev["sha256"],
-                              message_id=ev["message_id"], approvals_required=held.approvals_required,
-                              **_audit_fields(held))
+            self.audit.append("hold", **{
+                **decision_fields(decision),
+                "operator": SYSTEM_OPERATOR, "reasons": ev["reasons"], "unscannable": ev["unscannable"],
+                "size": len(data), "sha256": ev["sha256"], "approvals_required": held.approvals_required,
+                **_audit_fields(held)})
         except AuditError:
             # No record, no 250: take the message back so the sender's retry is the only copy.
             self.store.discard(held.id)
@@ -349,6 +351,8 @@ class Recorder:
         findings = masked_findings(decision.findings)
         fields["findings"] = findings
         fields["fingerprints"] = sorted({f["fingerprint"] for f in findings if f["fingerprint"]})
+        for k, v in decision_fields(decision).items():
+            fields.setdefault(k, v)
         if data is not None:
             subject, message_id = _headers(data)
             fields.update(size=len(data), sha256=hashlib.sha256(data).hexdigest(), message_id=message_id)

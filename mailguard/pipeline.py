@@ -30,6 +30,7 @@ persons, recipient counts.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 from mailguard import scan
@@ -99,7 +100,9 @@ class Pipeline:
 
     def decide_report(self, mail_from: str, rcpt_tos: list[str], data: bytes, report: Any) -> Decision:
         facts = build_facts(mail_from, rcpt_tos, data, report, self._internal)
-        decision = decide(facts, self.policy)
+        # The facts travel with the decision so the audit record can name the
+        # organisations, reply-all and visible addresses (issue 17).
+        decision = replace(decide(facts, self.policy), facts=facts)
         self._log.info(
             "decided",
             action=decision.action,

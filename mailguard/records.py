@@ -125,6 +125,9 @@ class ScanReport:
     findings_total: int = 0  # findings before the cap
     persons_high: int = 0  # distinct valid numbers at high confidence
     numbers: int = 0  # distinct valid numbers at any confidence
+    # Additive (issue 17): column headers and item words (氏名, 住所, ...) seen next
+    # to findings, never cell values; what an incident report says was sent with them.
+    near_findings: tuple[str, ...] = ()
 
 
 # -- facts -------------------------------------------------------------------
@@ -161,6 +164,8 @@ class Facts:
     )
     unscannable: tuple[Unscannable, ...] = ()
     attachments: tuple[Attachment, ...] = ()
+    near_findings: tuple[str, ...] = ()  # ScanReport.near_findings (additive)
+    message_id: str = ""  # the Message-ID header (additive), for the audit record
 
     @property
     def persons(self) -> int:
@@ -210,6 +215,9 @@ class Decision:
     persons: int = 0
     findings: tuple[Finding, ...] = field(default=(), repr=False, compare=False)
     unscannable: tuple[Unscannable, ...] = field(default=(), compare=False)
+    # The facts it was decided on (additive, issue 17): the audit record's envelope,
+    # organisations, reply-all and visible addresses. None when built without them.
+    facts: Facts | None = field(default=None, repr=False, compare=False)
 
 
 # -- hold store --------------------------------------------------------------

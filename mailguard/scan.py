@@ -49,7 +49,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailguard import detect
@@ -59,6 +59,7 @@ from mailguard.errors import ScanError
 from mailguard.extract import Context, TimeUp, clean_name, extract_blob
 from mailguard.extract import mail as mail_reader
 from mailguard.extract.sniff import libmagic_type, looks_like_message
+from mailguard.items import NEAR, near_words
 from mailguard.log import get_logger
 
 # The records scan produces live in records (the bottom module); re-exported here.
@@ -86,6 +87,7 @@ class Extraction:
     spans: tuple[Span, ...]
     unscannable: tuple[Unscannable, ...]
     attachments: tuple[Attachment, ...]
+    table_headers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> headers
 
 
 def _context(limits: LimitsConfig, deadline: float | None,
@@ -104,7 +106,7 @@ def _finish(ctx: Context, stopped: str) -> Extraction:
     unscannable = list(ctx.unscannable)
     if stopped:
         unscannable.append(Unscannable("message", stopped))
-    return Extraction(tuple(ctx.spans), tuple(unscannable), tuple(ctx.attachments))
+    return Extraction(tuple(ctx.spans), tuple(unscannable), tuple(ctx.attachments), dict(ctx.table_headers))
 
 
 def _run(ctx: Context, extract: Callable[[], None]) -> Extraction:
@@ -162,12 +164,16 @@ class Findings:
         self.kept: list[Finding] = []
         self.total = 0
         self.best: dict[int | str, int] = {}  # number (int; else fingerprint) -> best rank
+        self.near: dict[str, None] = {}  # headers / item words next to findings, in order
+        self.groups: dict[str, None] = {}  # tables (groups) that held a finding
 
     def __call__(self, spans: list[Span]) -> None:
         result = detect.detect(spans, extra_keywords=self.keywords, extra_negative=self.negative,
                                key=self.key)
-        spans.clear()  # the caller's batch: free the texts before the next one
         findings = result.findings
+        if findings and len(self.near) < NEAR_MAX:
+            self._note_near(spans, findings)
+        spans.clear()  # the caller's batch: free the texts before the next one
         self.total += len(findings)
         room = self.cap - len(self.kept)
         if room > 0:
@@ -180,8 +186,32 @@ class Findings:
             if best.get(number, -1) < r:
                 best[number] = r
 
+    def _note_near(self, spans: list[Span], findings: tuple[Finding, ...]) -> None:
+        """Column headers of the batch (a sheet, a CSV) and item words around the
+        first findings: words only, never a cell's value (issue 17)."""
+        near = self.near
+        by_location = {s.location: s for s in spans}
+        for f in findings[:NEAR_FINDINGS]:
+            s = by_location.get(f.location)
+            if s is None:
+                continue
+            if s.group:
+                self.groups.setdefault(s.group, None)
+            if s.header:
+                near.setdefault(_bounded(s.header), None)
+            for w in near_words(s.text[max(0, f.start - NEAR):f.end + NEAR]):
+                near.setdefault(w, None)
+        while len(near) > NEAR_MAX:
+            near.popitem()
+
     def report(self, extraction: Extraction) -> ScanReport:
         ranks = self.best.values()
+        # Every column header of a table that held a number: what was sent beside it.
+        for g in self.groups:
+            for h in extraction.table_headers.get(g, ()):
+                if len(self.near) >= NEAR_MAX:
+                    break
+                self.near.setdefault(h, None)
         return ScanReport(
             findings=tuple(self.kept),
             persons=sum(1 for r in ranks if r >= 1),
@@ -190,7 +220,17 @@ class Findings:
             findings_total=self.total,
             persons_high=sum(1 for r in ranks if r >= 2),
             numbers=len(self.best),
+            near_findings=tuple(self.near),
         )
+
+
+NEAR_MAX = 40  # headers / words kept per message
+NEAR_FINDINGS = 200  # findings per batch whose surroundings are read for item words
+
+
+def _bounded(header: str) -> str:
+    # A header is a label, bounded; the audit log scrubs any digit run it may hold.
+    return " ".join(header.split())[:60]
 
 
 def _findings(limits: LimitsConfig, keywords: Iterable[str], negative: Iterable[str],

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -63,6 +63,8 @@ class TimeUp(Exception):
     """The per-message scan time ran out (cooperative check)."""
 
 
+MAX_TABLES_NOTED = 200  # tables whose column headers are kept per message
+MAX_HEADERS_NOTED = 50  # headers kept per table
 FLUSH_SPANS = 2000  # ungrouped spans handed to the sink in batches of about this many
 
 
@@ -92,6 +94,14 @@ class Context:
     # Set by whoever builds the Context (mailguard.extract.Context sets the
     # package's dispatcher), so readers recurse without importing the dispatcher.
     dispatch: Dispatch | None = None
+    # Column headers per table group (issue 17): the report names what was sent
+    # beside the numbers (氏名, 住所, ...). Labels only, bounded; never cell values.
+    table_headers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def note_headers(self, group: str, headers: Iterable[str]) -> None:
+        if len(self.table_headers) < MAX_TABLES_NOTED:
+            self.table_headers[group] = tuple(
+                " ".join(h.split())[:60] for h in list(headers)[:MAX_HEADERS_NOTED] if h and h.strip())
 
     def extract_blob(self, data: bytes, name: str, location: str, depth: int) -> None:
         """Read a nested blob by its real type, through this Context's dispatcher."""

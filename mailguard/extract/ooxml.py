@@ -265,6 +265,7 @@ def _read_sheet_cells(ctx: Context, xml: bytes, shared: list[str], sheet_loc: st
                 texts = [c for c in row_cells if c[2]]
                 if len(texts) >= 2:
                     header = {c: v.strip() for c, v, _, _ in row_cells}
+                    ctx.note_headers(sheet_loc, header.values())
                 elif first_row is None:
                     first_row = {c: v.strip() for c, v, _, _ in row_cells}
                 for c, v, _, kept in row_cells:

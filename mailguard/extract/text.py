@@ -62,6 +62,7 @@ def _add_table(ctx: Context, rows, location: str, sep: str) -> None:
         if header is None:
             if any(c.strip() for c in row):
                 header = [c.strip() for c in row]
+                ctx.note_headers(location, header)
                 for c, value in enumerate(row):
                     if keep(value):
                         add(value, f"{prefix}{column_letter(c)}{r}", "", location)
