@@ -26,6 +26,7 @@ INTERFACE (fixed; other stages code against it):
 LAYOUT (imports run down this list, never up):
 
     __init__    detect(): orchestration, the findings, the public names
+    grid        numbers split over adjacent table cells (Span.row/col)
     context     confidence and reason: keyword/negative hits, column header,
                 list rule, the rules for a number no keyword reaches
     candidates  12-digit candidates as columns, the neighbour rules
@@ -112,6 +113,7 @@ from mailguard.detect.context import (
     _near,
     _without_keyword,
 )
+from mailguard.detect.grid import join_cells
 from mailguard.detect.numbers import check_digit, fingerprint, is_corporate_number, is_valid, mask
 from mailguard.detect.words import _clean_words, _words, _Words
 from mailguard.records import Detection, Finding, Span
@@ -168,9 +170,12 @@ def _detect(spans: Iterable[Span], words: _Words, key: bytes) -> Detection:
     # First every span's candidates, because the list rule needs group totals.
     per_span = []
     totals: dict[str, list[int]] = {}
+    cells: list[Span] = []  # table cells with a grid place, for grid.join_cells
     for i, span in enumerate(spans):
         if not isinstance(span, Span) or not isinstance(span.text, str):
             raise TypeError("detect() takes Span objects with str text")
+        if span.row >= 0 and len(span.text) <= 24:  # grid.LABEL_MAX: longer cells never join
+            cells.append(span)
         cands = _candidates(span.text)
         if not cands[0]:
             continue
@@ -214,6 +219,10 @@ def _detect(spans: Iterable[Span], words: _Words, key: bytes) -> Detection:
             persons.update(numbers)
         elif header is None:
             persons.update(n for n, confidence in zip(numbers, confidences) if confidence != LOW)
+    if cells:
+        joined, joined_numbers = join_cells(cells, words, key)
+        findings.extend(joined)
+        persons.update(joined_numbers)
     return Detection(tuple(findings), len(persons), frozenset(persons), key)
 
 

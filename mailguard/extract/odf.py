@@ -141,7 +141,7 @@ def _read_odf_xml(ctx: Context, xml: bytes, location: str) -> None:
                 table_rows.pop()  # empty (possibly repeated 1,048,576 times)
             el.clear()
         elif tag == "table" and table_rows is not None:
-            add_table(ctx, table_rows, location_join(location, table_name))
+            add_table(ctx, table_rows, location_join(location, table_name), grid=True)
             table_rows = None
             ctx.check_time()
     ctx.add_text("\n".join(body), location)

@@ -19,6 +19,7 @@ import re
 from html.parser import HTMLParser
 
 from mailguard.charsets import decode_text, guess_decode, normalise_label
+from mailguard.detect.grid import keep_grid_cell
 from mailguard.extract.context import Context
 
 MAX_CSV_CELLS = 2_000_000
@@ -43,19 +44,27 @@ def _column_letter(index: int) -> str:
 _LETTERS = tuple(_column_letter(i) for i in range(26 * 27))  # A .. ZZ
 
 
-def add_table(ctx: Context, rows, location: str, sep: str = "!") -> None:
-    """Cells -> spans; the first non-empty row is the header of its columns."""
+def add_table(ctx: Context, rows, location: str, sep: str = "!", grid: bool = False,
+              short_only: bool = False) -> None:
+    """Cells -> spans; the first non-empty row is the header of its columns.
+
+    grid: the table is a grid a person reads (sheet, document or HTML table,
+    not CSV): cells carry row/col and short digit cells and label cells are kept
+    too, so the detector can join a number split over cells. short_only: keep
+    only those short cells (HTML, whose full text is scanned as the body)."""
     with ctx.group():
-        _add_table(ctx, rows, location, sep)
+        _add_table(ctx, rows, location, sep, grid, short_only)
 
 
-def _add_table(ctx: Context, rows, location: str, sep: str) -> None:
+def _add_table(ctx: Context, rows, location: str, sep: str, grid: bool, short_only: bool) -> None:
     header: list[str] | None = None
     cells = 0
-    keep = ctx.cell_filter()
+    keep = ctx.grid_filter() if grid else ctx.cell_filter()
+    if short_only and not ctx.all_cells:
+        keep = keep_grid_cell
     add = ctx.add_text
     prefix = location + sep
-    shortest = 1 if ctx.all_cells else 12  # a shorter cell cannot hold 12 digits
+    shortest = 1 if ctx.all_cells or grid else 12  # a shorter cell cannot hold 12 digits
     for r, row in enumerate(rows, 1):
         if r % 1000 == 0:
             ctx.check_time()
@@ -64,7 +73,10 @@ def _add_table(ctx: Context, rows, location: str, sep: str) -> None:
                 header = [c.strip() for c in row]
                 for c, value in enumerate(row):
                     if keep(value):
-                        add(value, f"{prefix}{column_letter(c)}{r}", "", location)
+                        if grid:
+                            add(value, f"{prefix}{column_letter(c)}{r}", "", location, r - 1, c)
+                        else:
+                            add(value, f"{prefix}{column_letter(c)}{r}", "", location)
             continue
         for c, value in enumerate(row):
             if len(value) < shortest or not keep(value):
@@ -74,7 +86,10 @@ def _add_table(ctx: Context, rows, location: str, sep: str) -> None:
                 ctx.add_unscannable(location, f"more than {MAX_CSV_CELLS} cells")
                 return
             col_header = header[c] if c < len(header) else ""
-            add(value, f"{prefix}{column_letter(c)}{r}", col_header, location)
+            if grid:
+                add(value, f"{prefix}{column_letter(c)}{r}", col_header, location, r - 1, c)
+            else:
+                add(value, f"{prefix}{column_letter(c)}{r}", col_header, location)
 
 
 def looks_like_csv(text: str, name: str, mime: str) -> bool:
