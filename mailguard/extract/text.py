@@ -120,7 +120,7 @@ def extract_text_blob(ctx: Context, data: bytes, kind: str, mime: str, name: str
                       location: str, charset: str = "") -> None:
     """A text-like attachment (or body) of real type text/html/rtf."""
     if kind == "html":
-        ctx.add_text(html_to_text(decode_html(data, charset)), location)
+        add_html(ctx, decode_html(data, charset), location)
     elif kind == "rtf":
         ctx.add_text(rtf_to_text(data), location)
     else:
@@ -149,16 +149,65 @@ _SKIP = frozenset(("script", "style", "template", "noscript"))
 _ATTRS = ("alt", "title", "value", "placeholder", "aria-label")
 
 
+MAX_HTML_TABLE_CELLS = 200_000  # cells kept as a grid per HTML part; the text is scanned anyway
+
+
 class _TextParser(HTMLParser):
-    def __init__(self) -> None:
+    """HTML -> text; with `tables`, also each <table> as rows of cell texts
+    (colspan honoured so columns line up, as Excel and Outlook paste a range;
+    a missing </td> or </tr> is closed by the next cell, row or table end)."""
+
+    def __init__(self, tables: bool = False) -> None:
         super().__init__(convert_charrefs=True)
         self.out: list[str] = []
         self.skip = 0
+        self.want_tables = tables
+        self.tables: list[list[list[str]]] = []  # finished tables
+        self.open: list[list[list[str]]] = []  # tables being read (nested)
+        # open cells, innermost last: (table depth, row, index in row, text pieces)
+        self.cell: list[tuple[int, list[str], int, list[str]]] = []
+        self.cells = 0
+
+    def _close_cells(self, depth: int) -> None:
+        while self.cell and self.cell[-1][0] >= depth:
+            _, row, i, pieces = self.cell.pop()
+            row[i] = "".join(pieces).strip()
+
+    def _table_tag(self, tag: str, attrs, start: bool) -> None:
+        depth = len(self.open)
+        if tag == "table":
+            if start:
+                self.open.append([])
+            elif self.open:
+                self._close_cells(depth)
+                table = self.open.pop()
+                if table:
+                    self.tables.append(table)
+            return
+        if not depth:
+            return
+        self._close_cells(depth)  # a row or cell tag ends the open cell of this table
+        rows = self.open[-1]
+        if tag == "tr":
+            if start:
+                rows.append([])
+        elif start and self.cells < MAX_HTML_TABLE_CELLS:  # td, th
+            self.cells += 1
+            if not rows:
+                rows.append([])
+            span = next((v for k, v in attrs if k == "colspan"), None)
+            extra = min(int(span), 100) - 1 if span and span.isdigit() and int(span) > 1 else 0
+            row = rows[-1]
+            row.append("")
+            self.cell.append((depth, row, len(row) - 1, []))
+            row.extend([""] * extra)
 
     def handle_starttag(self, tag: str, attrs) -> None:
         if tag in _SKIP:
             self.skip += 1
             return
+        if self.want_tables and tag in _TABLE_TAGS:
+            self._table_tag(tag, attrs, True)
         if tag in _BLOCK:
             self.out.append("\n")
         elif tag in _CELL:
@@ -173,6 +222,8 @@ class _TextParser(HTMLParser):
             self.skip -= 1
 
     def handle_endtag(self, tag: str) -> None:
+        if self.want_tables and tag in _TABLE_TAGS and not self.skip:
+            self._table_tag(tag, (), False)
         if tag in _SKIP:
             self.skip = max(0, self.skip - 1)
         elif tag in _BLOCK:
@@ -183,15 +234,38 @@ class _TextParser(HTMLParser):
     def handle_data(self, data: str) -> None:
         if not self.skip:
             self.out.append(data)
+            if self.cell:
+                self.cell[-1][3].append(data)
+
+
+_TABLE_TAGS = frozenset(("table", "tr", "td", "th"))
 
 
 def html_to_text(html: str) -> str:
     """HTML -> text, with block and cell boundaries kept as separators."""
-    parser = _TextParser()
+    return _parse_html(html, False)[0]
+
+
+def _parse_html(html: str, tables: bool) -> tuple[str, list[list[list[str]]]]:
+    parser = _TextParser(tables)
     parser.feed(html)
     parser.close()
     text = "".join(parser.out)
-    return re.sub(r"\n\s*\n+", "\n", text)
+    return re.sub(r"\n\s*\n+", "\n", text), parser.tables + [t for t in parser.open if t]
+
+
+def add_html(ctx: Context, html: str, location: str) -> None:
+    """An HTML part: its text as one span, and each <table> as a grid of its
+    short cells (digit cells that may join, label cells), so a range pasted
+    from Excel (`<td>1234</td><td>5678</td><td>9012</td>`) is read as a person
+    reads it. Longer cells are in the text span already."""
+    if "<t" not in html and "<T" not in html:
+        ctx.add_text(html_to_text(html), location)
+        return
+    text, tables = _parse_html(html, True)
+    ctx.add_text(text, location)
+    for n, rows in enumerate(tables, 1):
+        add_table(ctx, rows, f"{location}/table{n}", grid=True, short_only=True)
 
 
 _RTF_TOKEN = re.compile(rb"\\([a-zA-Z]+)(-?\d+)? ?|\\'([0-9a-fA-F]{2})|\\(.)|([{}])|([^\\{}\r\n]+)|[\r\n]+",
