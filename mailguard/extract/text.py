@@ -18,7 +18,7 @@ import io
 import re
 from html.parser import HTMLParser
 
-from mailguard.charsets import decode_text, guess_decode, normalise_label
+from mailguard.charsets import decode_text, guess_decode, looks_garbled, normalise_label
 from mailguard.detect.grid import keep_grid_cell
 from mailguard.extract.context import Context
 
@@ -125,6 +125,10 @@ def extract_text_blob(ctx: Context, data: bytes, kind: str, mime: str, name: str
         ctx.add_text(rtf_to_text(data), location)
     else:
         text = decode_text(data, charset) if charset else guess_decode(data)
+        if b"\0" in data[:65536] and looks_garbled(text):
+            # NUL bytes and a decoding that is mostly control characters: not
+            # text we can read with confidence; say so rather than pass it clean.
+            ctx.add_unscannable(location, "binary-looking text: no charset decodes it with confidence")
         if looks_like_csv(text, name, mime):
             extract_csv(ctx, text, location)
         else:
