@@ -136,7 +136,7 @@ def _join_table(table: list[Span], words: _Words, key: bytes, findings: list[Fin
         if layout is None:
             continue
         spans = [digits[(r, c)][1] for c in run]
-        header = next((s.header for s in spans if s.header.strip()), "")
+        header = next((s.header for s in spans if s.header.strip() and not s.header.strip().isdigit()), "")
         hit = _header_kind(header, words)
         if hit is not None and hit.negative:
             continue  # the column names another number (電話, 伝票番号)
@@ -196,6 +196,8 @@ def _row_segments(digits):
         run_header = ""
         for c in sorted(by_row[r]):
             h = digits[(r, c)][1].header.strip()
+            if h.isdigit():
+                h = ""  # a sheet without a header row: its first row's values are no header
             if run and (c != run[-1] + 1 or (h and run_header and h != run_header)):
                 yield r, run[0], run
                 run, run_header = [], ""
