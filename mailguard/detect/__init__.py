@@ -176,6 +176,8 @@ def _detect(spans: Iterable[Span], words: _Words, key: bytes) -> Detection:
             raise TypeError("detect() takes Span objects with str text")
         if span.row >= 0 and len(span.text) <= 24:  # grid.LABEL_MAX: longer cells never join
             cells.append(span)
+            if len(span.text) < 12 and span.text.isascii():
+                continue  # a short digit or label cell: no 12 digits (no ⑩-like character either)
         cands = _candidates(span.text)
         if not cands[0]:
             continue
