@@ -2,12 +2,14 @@
 
 INTERFACE (fixed; other stages code against it):
 
-    Span(text, location, header="", group="")
+    Span(text, location, header="", group="", row=-1, col=-1)
         text      the readable text of one place in the message
         location  "body", "header:Subject", "attachment:名簿.xlsx/Sheet1!C3", ...
         header    column header of a table cell ("" when not a cell)
         group     spans with the same non-empty group count together for the
                   list rule (one sheet, one CSV); "" = the span is its own group
+        row, col  0-based place of a table cell in its group's grid (-1: not
+                  a grid cell); adjacent cells may join (detect.grid)
 
     detect(spans: Iterable[Span], extra_keywords=(), extra_negative=(), key=None)
         -> Detection
