@@ -174,6 +174,12 @@ def guess_decode(data: bytes) -> str:
     except UnicodeDecodeError:
         pass
     head = data[:4096]
+    # Fixed-width records (NUL-padded fields) before UTF-16: their NUL runs
+    # would pass the every-other-byte test and decode to garbage.
+    if b"\0\0\0\0" in data[:65536]:
+        records = decode_fixed_width(data)
+        if records is not None:
+            return records
     # UTF-16 without a BOM: every other byte NUL.
     if len(head) >= 8 and head[1::2].count(0) > len(head) // 4:
         return data.decode("utf-16-le", "replace")
@@ -195,6 +201,64 @@ def guess_decode(data: bytes) -> str:
     except Exception:  # the guesser is a heuristic; never let it fail a scan
         pass
     return data.decode("cp932", "replace")
+
+
+_NUL_RUNS = re.compile(rb"\x00+")
+_FIELD_NOISE = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f\ufffd]")
+FIXED_MIN_FIELDS = 2
+
+
+def decode_fixed_width(data: bytes) -> str | None:
+    """A fixed-width record export (ASCII digits and Shift_JIS or UTF-8 text in
+    NUL-padded fields, as legacy systems write them) -> its fields joined by
+    tabs; None unless it is one with confidence.
+
+    Four NULs in a row never occur in UTF-16 text (they would be U+0000), so
+    long NUL runs between printable fields mean padding, not UTF-16. Confident
+    when at least 95 % of the field bytes decode strictly (UTF-8, else CP932,
+    per field) to printable text and most field bytes sit in fields of two or
+    more bytes; a field that does not decode makes the guess fail.
+    """
+    if b"\0\0\0\0" not in data[:65536]:
+        return None
+    fields = [f for f in _NUL_RUNS.split(data) if f]
+    if len(fields) < FIXED_MIN_FIELDS:
+        return None
+    total = sum(len(f) for f in fields)
+    if sum(len(f) for f in fields if len(f) >= 2) < 0.8 * total:
+        return None  # single bytes between NULs: UTF-16 or binary, not fields
+    out: list[str] = []
+    bad = 0
+    for f in fields:
+        try:
+            text = f.decode("utf-8") if f.isascii() else _strict_field(f)
+        except UnicodeDecodeError:
+            bad += len(f)
+            text = f.decode("cp932", "replace")
+        noise = len(_FIELD_NOISE.findall(text))
+        bad += noise
+        out.append(text)
+    if bad > 0.05 * total:
+        return None
+    return "\t".join(out)
+
+
+def _strict_field(f: bytes) -> str:
+    try:
+        return f.decode("utf-8")
+    except UnicodeDecodeError:
+        return f.decode("cp932")
+
+
+_GARBAGE = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\ufffd]")
+
+
+def looks_garbled(text: str, sample: int = 16384) -> bool:
+    """True when a decoded text is not text with confidence: more than 2 % of
+    its first `sample` characters are NUL, C0 controls (other than whitespace
+    and ESC) or U+FFFD (what binary data or a wrong UTF-16 guess decodes to)."""
+    head = text[:sample]
+    return bool(head) and len(_GARBAGE.findall(head)) > 0.02 * len(head)
 
 
 def decode_text(data: bytes, declared: str | None = None) -> str:

@@ -36,6 +36,11 @@ class Span:
     location: str
     header: str = ""
     group: str = ""
+    # Where a table cell sits in the grid its group was read from (0-based);
+    # -1 when the span is not a cell of a grid (text, CSV). The detector joins
+    # adjacent cells of a grid (mailguard.detect.grid).
+    row: int = -1
+    col: int = -1
 
 
 @dataclass(frozen=True, slots=True)

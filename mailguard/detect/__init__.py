@@ -2,12 +2,14 @@
 
 INTERFACE (fixed; other stages code against it):
 
-    Span(text, location, header="", group="")
+    Span(text, location, header="", group="", row=-1, col=-1)
         text      the readable text of one place in the message
         location  "body", "header:Subject", "attachment:名簿.xlsx/Sheet1!C3", ...
         header    column header of a table cell ("" when not a cell)
         group     spans with the same non-empty group count together for the
                   list rule (one sheet, one CSV); "" = the span is its own group
+        row, col  0-based place of a table cell in its group's grid (-1: not
+                  a grid cell); adjacent cells may join (detect.grid)
 
     detect(spans: Iterable[Span], extra_keywords=(), extra_negative=(), key=None)
         -> Detection
@@ -26,6 +28,7 @@ INTERFACE (fixed; other stages code against it):
 LAYOUT (imports run down this list, never up):
 
     __init__    detect(): orchestration, the findings, the public names
+    grid        numbers split over adjacent table cells (Span.row/col)
     context     confidence and reason: keyword/negative hits, column header,
                 list rule, the rules for a number no keyword reaches
     forms       box forms and kanji numerals, read only after a label
@@ -119,6 +122,7 @@ from mailguard.detect.context import (
     _without_keyword,
 )
 from mailguard.detect.chars import _high_bytes
+from mailguard.detect.grid import join_cells
 from mailguard.detect.numbers import check_digit, fingerprint, is_corporate_number, is_valid, mask
 from mailguard.detect.forms import labelled_forms
 from mailguard.detect.view import make_view
@@ -177,9 +181,14 @@ def _detect(spans: Iterable[Span], words: _Words, key: bytes) -> Detection:
     # First every span's candidates, because the list rule needs group totals.
     per_span = []
     totals: dict[str, list[int]] = {}
+    cells: list[Span] = []  # table cells with a grid place, for grid.join_cells
     for i, span in enumerate(spans):
         if not isinstance(span, Span) or not isinstance(span.text, str):
             raise TypeError("detect() takes Span objects with str text")
+        if span.row >= 0 and len(span.text) <= 24:  # grid.LABEL_MAX: longer cells never join
+            cells.append(span)
+            if len(span.text) < 12 and span.text.isascii():
+                continue  # a short digit or label cell: no 12 digits (no ⑩-like character either)
         text = span.text
         # The text as read: format characters, quote prefixes and folds out
         # (None for ordinary text, which pays only the checks).
@@ -239,6 +248,10 @@ def _detect(spans: Iterable[Span], words: _Words, key: bytes) -> Detection:
             persons.update(numbers)
         elif header is None:
             persons.update(n for n, confidence in zip(numbers, confidences) if confidence != LOW)
+    if cells:
+        joined, joined_numbers = join_cells(cells, words, key)
+        findings.extend(joined)
+        persons.update(joined_numbers)
     return Detection(tuple(findings), len(persons), frozenset(persons), key)
 
 

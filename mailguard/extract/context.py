@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from mailguard.config import LimitsConfig
 from mailguard.detect import Span
+from mailguard.detect.grid import keep_grid_cell
 from mailguard.log import scrub
 from mailguard.records import Attachment, Unscannable
 
@@ -45,6 +46,13 @@ def may_hold_number(text: str) -> bool:
     if text.isascii() and text.isdigit():  # the common numeric cell
         return True
     return len(_NOT_DIGIT.sub("", text)) >= 12
+
+
+def may_be_grid_cell(text: str) -> bool:
+    """A cell of a grid (sheet, table) worth a span: one that may hold a number
+    alone, or a short digit cell that may join its neighbours, or a My Number
+    label cell (the detector's grid rules need both; mailguard.detect.grid)."""
+    return may_hold_number(text) or keep_grid_cell(text)
 
 
 def _any_cell(_text: str) -> bool:
@@ -116,9 +124,14 @@ class Context:
         """keep_cell as one plain function, for loops over many cells."""
         return _any_cell if self.all_cells else may_hold_number
 
-    def add_text(self, text: str, location: str, header: str = "", group: str = "") -> None:
+    def grid_filter(self) -> Callable[[str], bool]:
+        """cell_filter for the cells of a grid: also keeps joinable digit cells and labels."""
+        return _any_cell if self.all_cells else may_be_grid_cell
+
+    def add_text(self, text: str, location: str, header: str = "", group: str = "",
+                 row: int = -1, col: int = -1) -> None:
         if text and not text.isspace():
-            self.spans.append(Span(text, location, header, group))
+            self.spans.append(Span(text, location, header, group, row, col))
             self.added += 1
             if self.sink is not None and not self.open_groups and len(self.spans) >= FLUSH_SPANS:
                 self.flush()

@@ -106,7 +106,7 @@ def _extract_xls(ctx: Context, data: bytes, location: str) -> None:
                 [_xls_value(sheet.cell(r, c)) for c in range(sheet.ncols)]
                 for r in range(sheet.nrows)
             )
-            add_table(ctx, rows, location_join(location, sheet.name))
+            add_table(ctx, rows, location_join(location, sheet.name), grid=True)
             book.unload_sheet(index)
     finally:
         book.release_resources()

@@ -99,7 +99,7 @@ def _extract_body(ctx: Context, part: Part, location: str, depth: int) -> None:
             ctx.extract_blob(data, f"part{part.index}", location, depth)
             return
     if part.content_type == "text/html":
-        ctx.add_text(text.html_to_text(text.decode_html(data, part.charset)), location)
+        text.add_html(ctx, text.decode_html(data, part.charset), location)
     elif part.content_type in ("text/rtf", "text/richtext", "text/enriched") and \
             data.lstrip()[:5] == b"{\\rtf":
         ctx.add_text(text.rtf_to_text(data), location)

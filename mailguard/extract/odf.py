@@ -124,7 +124,11 @@ def _read_odf_xml(ctx: Context, xml: bytes, location: str) -> None:
         elif tag in ("table-cell", "covered-table-cell") and table_rows is not None:
             depth_in_cell -= 1
             if depth_in_cell == 0 and table_rows:
-                value = cell_value or "\n".join(cell_text or []).strip()
+                shown = "\n".join(cell_text or []).strip()
+                value = cell_value or shown
+                if cell_value and len(shown) == 12 + shown.count("-") and shown.replace("-", "").isdigit() \
+                        and shown.replace("-", "").lstrip("0") == cell_value:
+                    value = shown  # a format that pads to 12 digits: read as displayed
                 repeat = int(_get(el, "number-columns-repeated") or 1)
                 row = table_rows[-1]
                 row.append(value)
@@ -141,7 +145,7 @@ def _read_odf_xml(ctx: Context, xml: bytes, location: str) -> None:
                 table_rows.pop()  # empty (possibly repeated 1,048,576 times)
             el.clear()
         elif tag == "table" and table_rows is not None:
-            add_table(ctx, table_rows, location_join(location, table_name))
+            add_table(ctx, table_rows, location_join(location, table_name), grid=True)
             table_rows = None
             ctx.check_time()
     ctx.add_text("\n".join(body), location)

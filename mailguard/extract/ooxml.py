@@ -191,6 +191,8 @@ def extract_xlsx(ctx: Context, data: bytes, location: str, depth: int) -> None:
         shared_path = next((p for t, p in rels.values() if t.endswith("/sharedStrings")),
                            posixpath.join(posixpath.dirname(wb_path), "sharedStrings.xml"))
         shared = _shared_strings(pkg, shared_path)
+        styles_path = next((p for t, p in rels.values() if t.endswith("/styles")), "")
+        padded = _padded_styles(pkg, styles_path)
         sheets: list[tuple[str, str]] = []
         for _, el in _iterparse(pkg.read(wb_path)):
             if _local(el.tag) == "sheet":
@@ -202,7 +204,7 @@ def extract_xlsx(ctx: Context, data: bytes, location: str, depth: int) -> None:
             sheet_loc = location_join(location, sheet_name)
             if not path or not pkg.has(path):
                 continue  # chartsheets, dialog sheets, dangling ids
-            _read_sheet(ctx, pkg.read(path), shared, sheet_loc)
+            _read_sheet(ctx, pkg.read(path), shared, sheet_loc, padded)
             for rtype, rel_target in pkg.rels(path).values():
                 if rtype.endswith(("/comments", "/drawing")) and pkg.has(rel_target):
                     _read_loose_text(ctx, pkg.read(rel_target), f"{sheet_loc}/{'comments' if rtype.endswith('/comments') else 'drawing'}")
@@ -210,13 +212,50 @@ def extract_xlsx(ctx: Context, data: bytes, location: str, depth: int) -> None:
         pkg.embeddings(location, depth)
 
 
-def _read_sheet(ctx: Context, xml: bytes, shared: list[str], sheet_loc: str) -> None:
+_PAD_FORMAT = re.compile(r"0{12}|0{4}([- ])0{4}(?:\1)0{4}")
+
+
+def _padded_styles(pkg: _Package, path: str) -> dict[str, str]:
+    """Cell style index (the `s` attribute) -> separator ("" or "-"/" ") for the
+    styles whose number format pads a number to 12 digits (`000000000000`,
+    `0000-0000-0000`): such a cell is read as displayed, leading zeros and all.
+    Empty (the usual case) when no style does, so cells cost no lookup."""
+    if not path or not pkg.has(path):
+        return {}
+    formats: dict[str, str] = {}
+    xf_formats: list[str] = []
+    in_xfs = False
+    for event, el in _iterparse(pkg.read(path), ("start", "end")):
+        tag = _local(el.tag)
+        if tag == "cellXfs":
+            in_xfs = event == "start"
+        elif event == "end" and tag == "numFmt":
+            code = (el.get("formatCode") or "").split(";", 1)[0]
+            code = code.replace("\\", "").replace('"', "")
+            m = _PAD_FORMAT.fullmatch(code)
+            if m:
+                formats[el.get("numFmtId") or ""] = m.group(1) or ""
+        elif event == "end" and tag == "xf" and in_xfs:
+            xf_formats.append(el.get("numFmtId") or "0")
+    return {str(i): formats[f] for i, f in enumerate(xf_formats) if f in formats}
+
+
+def _pad_number(value: str, sep: str) -> str:
+    if not (value.isascii() and value.isdigit()) or len(value) > 12:
+        return value
+    z = value.zfill(12)
+    return f"{z[:4]}{sep}{z[4:8]}{sep}{z[8:]}" if sep else z
+
+
+def _read_sheet(ctx: Context, xml: bytes, shared: list[str], sheet_loc: str,
+                padded: dict[str, str] | None = None) -> None:
     with ctx.group():  # one group per sheet: handed to detection whole
-        _read_sheet_cells(ctx, xml, shared, sheet_loc)
+        _read_sheet_cells(ctx, xml, shared, sheet_loc, padded or {})
 
 
-def _read_sheet_cells(ctx: Context, xml: bytes, shared: list[str], sheet_loc: str) -> None:
-    keep = ctx.cell_filter()
+def _read_sheet_cells(ctx: Context, xml: bytes, shared: list[str], sheet_loc: str,
+                      padded: dict[str, str]) -> None:
+    keep = ctx.grid_filter()
     add = ctx.add_text
     prefix = sheet_loc + "!"
     header: dict[int, str] | None = None
@@ -247,6 +286,8 @@ def _read_sheet_cells(ctx: Context, xml: bytes, shared: list[str], sheet_loc: st
             else:
                 col_no += 1
             value, is_text = _cell_value(el, shared)
+            if padded and not is_text and value and (style := el.get("s")) in padded:
+                value = _pad_number(value, padded[style])
             if value:
                 kept = keep(value)
                 if is_text or header is None or kept:
@@ -270,12 +311,13 @@ def _read_sheet_cells(ctx: Context, xml: bytes, shared: list[str], sheet_loc: st
                     first_row = {c: v.strip() for c, v, _, _ in row_cells}
                 for c, v, _, kept in row_cells:
                     if kept:
-                        add(v, f"{prefix}{column_letter(c)}{row_no}", "", sheet_loc)
+                        add(v, f"{prefix}{column_letter(c)}{row_no}", "", sheet_loc, row_no - 1, c)
             else:
                 cols = header or first_row or {}
                 for c, v, _, kept in row_cells:
                     if kept:
-                        add(v, f"{prefix}{column_letter(c)}{row_no}", cols.get(c, ""), sheet_loc)
+                        add(v, f"{prefix}{column_letter(c)}{row_no}", cols.get(c, ""), sheet_loc,
+                            row_no - 1, c)
             row_cells = []
             el.clear()
             parent = el.getparent()
@@ -425,6 +467,6 @@ def _read_flow(ctx: Context, xml: bytes, location: str) -> None:
             table = tables.pop()
             table_no += 1
             table_loc = f"{location}/table{table_no}"
-            add_table(ctx, table.rows, table_loc)
+            add_table(ctx, table.rows, table_loc, grid=True)
             el.clear()
     ctx.add_text("\n".join(body), location)

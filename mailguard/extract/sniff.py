@@ -16,6 +16,8 @@ import zipfile
 
 import magic
 
+from mailguard.charsets import decode_fixed_width
+
 _local = threading.local()
 SNIFF_BYTES = 1 << 20
 
@@ -138,6 +140,8 @@ def _is_text(data: bytes) -> bool:
     """No control bytes beyond whitespace/ESC, and decodable as a Japanese text charset."""
     head = data[:65536]
     probe = head[:4096]
+    if b"\0\0\0\0" in probe and decode_fixed_width(head) is not None:
+        return True  # fixed-width records with NUL-padded fields (charsets.decode_fixed_width)
     if len(probe) >= 16 and (probe[1::2].count(0) > len(probe) // 3
                              or probe[0::2].count(0) > len(probe) // 3):
         return True  # UTF-16 without (or with) a BOM; guess_decode handles it
