@@ -52,6 +52,7 @@ from mailguard.config import Config
 from mailguard.errors import AuditError, ForwardError, StoreError, UpstreamRefused
 from mailguard.log import get_logger, scrub
 from mailguard.notices import (
+    BLOCKED_NOTICE,
     EXPIRED_NOTICE,
     HELD_NOTICE,
     REJECTED_NOTICE,
@@ -145,6 +146,19 @@ def _evidence(mail_from: str, rcpt_tos: Sequence[str], data: bytes, decision: De
     }
 
 
+def blocked_message(mail_from: str, rcpt_tos: Sequence[str], data: bytes, decision: Decision) -> HeldMessage:
+    """A blocked message as a notice sees it: the evidence, no id, nothing stored."""
+    ev = _evidence(mail_from, rcpt_tos, data, decision)
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    return HeldMessage(
+        id="", state="blocked", rule=ev["rule"], reasons=tuple(ev["reasons"]), notice=decision.notice or "",
+        mail_from=mail_from, rcpt_tos=tuple(rcpt_tos), persons=ev["persons"],
+        findings=tuple(ev["findings"]), fingerprints=tuple(ev["fingerprints"]),
+        unscannable=tuple(ev["unscannable"]), subject=ev["subject"], message_id=ev["message_id"],
+        size=len(data), sha256=ev["sha256"], approvals_required=0, approvals=(), received=now, updated=now,
+    )
+
+
 def _audit_fields(held: HeldMessage) -> dict[str, Any]:
     return {
         "id": held.id, "from": held.mail_from, "to": list(held.rcpt_tos), "rule": held.rule,
@@ -234,6 +248,14 @@ class Holder:
         self._tasks.add(task)
         task.add_done_callback(self._hold_done)
         return await asyncio.shield(task)
+
+    def notify_blocked(self, mail_from: str, rcpt_tos: Sequence[str], data: bytes, decision: Decision) -> None:
+        """Tell the sender about a block (issue 13.3) in the background: the 550
+        reply is ASCII English, and Postfix's bounce never shows the rule's notice.ja."""
+        held = blocked_message(mail_from, rcpt_tos, data, decision)
+        task = asyncio.create_task(self.notifier.send(BLOCKED_NOTICE, held))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _hold_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
