@@ -76,6 +76,7 @@ class UpstreamConfig:
 @dataclass(frozen=True)
 class OrganisationConfig:
     internal_domains: tuple[str, ...] = ()  # required in a config file; see require_internal_domains
+    timezone: str = "Asia/Tokyo"  # times shown to people (CLI text, notices, status) carry this offset
 
 
 @dataclass(frozen=True)
@@ -328,6 +329,13 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
             raise ConfigError(source, "organisation.internal_domains", f"{d!r} is not a domain")
         domains.append(norm)
 
+    try:
+        from mailguard.localtime import zone
+
+        zone(cfg.organisation.timezone)
+    except ValueError as exc:
+        raise ConfigError(source, "organisation.timezone", str(exc)) from None
+
     if cfg.metrics.listen:
         try:
             split_hostport(cfg.metrics.listen)
@@ -347,7 +355,7 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
     return dataclasses.replace(
         cfg,
         upstream=upstream,
-        organisation=OrganisationConfig(tuple(domains)),
+        organisation=dataclasses.replace(cfg.organisation, internal_domains=tuple(domains)),
         store=dataclasses.replace(cfg.store, path=_resolve(base, cfg.store.path)),
         policy=PolicyConfig(policy_dir),
         source=source,

@@ -190,7 +190,8 @@ class Notifier:
 
         try:
             data = build_notice(kind, held, sender=self.sender, reason=reason,
-                                expiry_hours=self.config.store.hold_expiry_hours)
+                                expiry_hours=self.config.store.hold_expiry_hours,
+                                timezone=self.config.organisation.timezone)
             # A UTF-8 sender address (SMTPUTF8) is sent with SMTPUTF8; an upstream
             # that does not offer it refuses here (451 4.6.7), which fails this
             # notice like any other refusal and leaves the hold as it is.

@@ -29,8 +29,9 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from mailguard.config import ServerConfig, StoreConfig
+from mailguard.localtime import DEFAULT_TIMEZONE, iso_time, show_time
 from mailguard.log import scrub
 from mailguard.policy import split_notice
 from mailguard.records import HeldMessage
@@ -70,6 +71,7 @@ def build_notice(
     sender: str,
     reason: str = "",
     expiry_hours: float | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
 ) -> bytes:
     """The notice for ``held`` as bytes ready for SMTP."""
     if kind not in KINDS:
@@ -95,7 +97,7 @@ def build_notice(
     if original_id.startswith("<") and original_id.endswith(">") and " " not in original_id:
         msg["In-Reply-To"] = original_id
         msg["References"] = original_id
-    body = _body(kind, held, reason=safe_text(reason, 500), expiry_hours=expiry_hours)
+    body = _body(kind, held, reason=safe_text(reason, 500), expiry_hours=expiry_hours, timezone=timezone)
     msg.set_content(scrub(body), charset="utf-8", cte="base64")
     return msg.as_bytes(policy=policy)
 
@@ -161,7 +163,8 @@ def reason_ja(reason: str) -> str:
     return reason
 
 
-def _body(kind: str, held: HeldMessage, *, reason: str, expiry_hours: float | None) -> str:
+def _body(kind: str, held: HeldMessage, *, reason: str, expiry_hours: float | None,
+          timezone: str = DEFAULT_TIMEZONE) -> str:
     rcpts = ", ".join(safe_text(r, 254) for r in held.rcpt_tos[:20])
     if len(held.rcpt_tos) > 20:
         rcpts += f", … (+{len(held.rcpt_tos) - 20})"
@@ -180,6 +183,11 @@ def _body(kind: str, held: HeldMessage, *, reason: str, expiry_hours: float | No
         for part in split_notice(held.notice or "")
     )
     hours = f"{expiry_hours:g}" if expiry_hours else "?"
+    received = show_time(held.received, timezone)  # local, with its offset (issue 13.9)
+    expires = ""
+    if kind == HELD_NOTICE and expiry_hours and iso_time(held.received):
+        expires = show_time(datetime.fromisoformat(iso_time(held.received) or "")
+                            + timedelta(hours=expiry_hours), timezone)
     with_notice = kind in (HELD_NOTICE, BLOCKED_NOTICE)
 
     ja_lead = {
@@ -229,9 +237,11 @@ def _body(kind: str, held: HeldMessage, *, reason: str, expiry_hours: float | No
     lines = ["[日本語]", "", *ja_lead, ""]
     if held.id:
         lines.append(f"保留ID: {held.id}")
-    lines += [f"件名: {subject}", f"宛先: {rcpts}", f"受付日時: {held.received}",
+    lines += [f"件名: {subject}", f"宛先: {rcpts}", f"受付日時: {received}",
               f"規則: {safe_text(held.rule)}", "理由:"]
     lines += [f"  {r}" for r in reasons_ja]
+    if expires:
+        lines.append(f"保留期限: {expires}")
     if reason and kind == REJECTED_NOTICE:
         lines.append(f"管理者のコメント: {reason}")
     if findings:
@@ -246,8 +256,10 @@ def _body(kind: str, held: HeldMessage, *, reason: str, expiry_hours: float | No
     if held.id:
         lines.append(f"Hold ID: {held.id}")
     lines += [f"Subject: {subject}", f"Recipients: {rcpts}",
-              f"Received: {held.received}", f"Rule: {safe_text(held.rule)}", "Reasons:"]
+              f"Received: {received}", f"Rule: {safe_text(held.rule)}", "Reasons:"]
     lines += [f"  {r}" for r in reasons]
+    if expires:
+        lines.append(f"Hold expires: {expires}")
     if reason and kind == REJECTED_NOTICE:
         lines.append(f"Administrator's comment: {reason}")
     if findings:

@@ -183,7 +183,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
         for c in checks:
             print(f"{c.name:<9} {'ok' if c.ok else 'FAILED':<7} {c.detail}")
         if count is not None:
-            oldest = f", oldest {human_age(age)}" if age is not None else ""
+            from mailguard.localtime import show_time
+
+            since = show_time(time.time() - age, config.organisation.timezone) if age is not None else ""
+            oldest = f", oldest {human_age(age)} (since {since})" if age is not None else ""
             print(f"{'held':<9} {count} message(s){oldest}")
     if not ok:
         failed = ", ".join(c.name for c in checks if not c.ok)
