@@ -76,6 +76,7 @@ class UpstreamConfig:
 @dataclass(frozen=True)
 class OrganisationConfig:
     internal_domains: tuple[str, ...] = ()  # required in a config file; see require_internal_domains
+    list_addresses: tuple[str, ...] = ()  # internal distribution lists (globs allowed): count as many recipients
     timezone: str = "Asia/Tokyo"  # times shown to people (CLI text, notices, status) carry this offset
 
 
@@ -329,6 +330,16 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
             raise ConfigError(source, "organisation.internal_domains", f"{d!r} is not a domain")
         domains.append(norm)
 
+    lists = []
+    for a in cfg.organisation.list_addresses:
+        norm = a.strip().lower()
+        local, at, domain = norm.rpartition("@")
+        if not at or not local or not domain or " " in norm:
+            raise ConfigError(source, "organisation.list_addresses",
+                              f"{a!r} is not an address or pattern like all-staff@city.example.lg.jp "
+                              "or all-*@city.example.lg.jp")
+        lists.append(norm)
+
     try:
         from mailguard.localtime import zone
 
@@ -355,7 +366,8 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
     return dataclasses.replace(
         cfg,
         upstream=upstream,
-        organisation=dataclasses.replace(cfg.organisation, internal_domains=tuple(domains)),
+        organisation=dataclasses.replace(cfg.organisation, internal_domains=tuple(domains),
+                                         list_addresses=tuple(lists)),
         store=dataclasses.replace(cfg.store, path=_resolve(base, cfg.store.path)),
         policy=PolicyConfig(policy_dir),
         source=source,
