@@ -86,6 +86,7 @@ class StoreConfig:
     hold_expiry_hours: float = 72.0
     notify_sender: bool = True
     notice_from: str = ""  # envelope/From of notices; empty = postmaster@<hostname>
+    group: str = ""  # admin group that may read and change the store (files 0660, dirs 2770); empty = owner only
 
 
 @dataclass(frozen=True)
