@@ -32,6 +32,12 @@ def add_config_option(parser: argparse.ArgumentParser, top: bool = False) -> Non
         help="configuration file (default $MAILGUARD_CONFIG, else /etc/mailguard/mailguard.toml, "
              "else built-in defaults)",
     )
+    # Like -c, accepted before and after the subcommand.
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=False if top else argparse.SUPPRESS,
+        help="also print the library's log lines (JSON) on stderr; without it a failing command "
+             "prints only its message",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         from mailguard.log import configure_logging
 
         # Library warnings (an upstream that refused a notice, ...) go to stderr
-        # as scrubbed JSON lines, never to stdout where they would corrupt
-        # `--json` output. `serve` sets its own level from the config.
-        configure_logging("warning", stream=_Stderr())
+        # as scrubbed JSON lines with --verbose, never to stdout where they would
+        # corrupt `--json` output; without it the admin sees only the command's
+        # own message (issue 13.11). `serve` sets its own level from the config.
+        configure_logging("warning" if args.verbose else "critical", stream=_Stderr())
         config = load_config(args.config)
         if config.is_builtin:
             # Never silently: an admin in /opt/mailguard without -c would otherwise
