@@ -157,7 +157,7 @@ async def run(args: argparse.Namespace) -> int:
         f'[upstream]\nurl = "smtp://127.0.0.1:{sink_port}"\npool_size = {args.connections}\n'
         f'[store]\npath = "{work / "store"}"\n[policy]\ndir = "{work / "policies"}"\n'
         f'[log]\nlevel = "warning"\n', encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MAILGUARD_ALLOW_ROOT": "1"}  # benches may run as root
     sink = subprocess.Popen([sys.executable, "-c", SINK, str(sink_port)], stdout=subprocess.PIPE, env=env)
     cfg = str(work / "mailguard.toml")
     if args.pipeline == "pass":

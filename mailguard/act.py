@@ -7,7 +7,8 @@
     async act(decision, message, leg, *, holder, recorder) -> Acted
         pass: DATA upstream, its reply relayed (250 only after the upstream's 250);
         hold: RSET upstream, the holder stores it durably, then 250 with the id;
-        block: RSET upstream, 550 5.7.1 with the rule and its reasons.
+        block: RSET upstream, 550 5.7.1 with the rule and its reasons; the
+               holder's notify_blocked (if it has one) tells the sender.
         Then the outcome is logged, audited (recorder) and counted (metrics).
     async inspection_failed(message, leg, exc) -> Acted      451 4.3.0, RSET upstream
     forward_error_reply(exc) / refusal_reply(upstream_reply)  the upstream's failures
@@ -193,6 +194,7 @@ async def act(decision: Decision, message: Message, leg: UpstreamLeg, *,
     elif decision.action == BLOCK:
         await leg.reset()
         acted = Acted(BLOCKED, replies.blocked(decision.rule, decision.reasons, decision.notice))
+        _notify_blocked(holder, decision, message)
     else:  # HOLD
         await leg.reset()
         acted = await _hold(decision, message, holder)
@@ -215,6 +217,18 @@ async def act(decision: Decision, message: Message, leg: UpstreamLeg, *,
     except Exception as exc:  # noqa: BLE001
         log.error("internal_error", stage="metrics", error=type(exc).__name__)
     return acted
+
+
+def _notify_blocked(holder: HoldSink | None, decision: Decision, message: Message) -> None:
+    """The sender's notice of a block (Japanese first), sent in the background by
+    the holder; best effort, it never changes the 550."""
+    notify = getattr(holder, "notify_blocked", None)
+    if notify is None:
+        return
+    try:
+        notify(message.mail_from, list(message.rcpt_tos), message.data, decision)
+    except Exception as exc:  # noqa: BLE001
+        log.error("internal_error", stage="block_notice", error=type(exc).__name__)
 
 
 async def _forward(message: Message, leg: UpstreamLeg) -> Acted:

@@ -54,6 +54,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
+from mailguard.durable import file_mode
 from mailguard.errors import AuditError
 from mailguard.log import scrub
 
@@ -115,7 +116,7 @@ class AuditLog:
         """Append one record, durably; returns it (with seq, time, prev, hash)."""
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
         except OSError as exc:
             raise AuditError(f"cannot open {self.path}: {exc}") from exc
         try:

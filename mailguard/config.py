@@ -76,6 +76,8 @@ class UpstreamConfig:
 @dataclass(frozen=True)
 class OrganisationConfig:
     internal_domains: tuple[str, ...] = ()  # required in a config file; see require_internal_domains
+    list_addresses: tuple[str, ...] = ()  # internal distribution lists (globs allowed): count as many recipients
+    timezone: str = "Asia/Tokyo"  # times shown to people (CLI text, notices, status) carry this offset
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class StoreConfig:
     hold_expiry_hours: float = 72.0
     notify_sender: bool = True
     notice_from: str = ""  # envelope/From of notices; empty = postmaster@<hostname>
+    group: str = ""  # admin group that may read and change the store (files 0660, dirs 2770); empty = owner only
 
 
 @dataclass(frozen=True)
@@ -328,6 +331,23 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
             raise ConfigError(source, "organisation.internal_domains", f"{d!r} is not a domain")
         domains.append(norm)
 
+    lists = []
+    for a in cfg.organisation.list_addresses:
+        norm = a.strip().lower()
+        local, at, domain = norm.rpartition("@")
+        if not at or not local or not domain or " " in norm:
+            raise ConfigError(source, "organisation.list_addresses",
+                              f"{a!r} is not an address or pattern like all-staff@city.example.lg.jp "
+                              "or all-*@city.example.lg.jp")
+        lists.append(norm)
+
+    try:
+        from mailguard.localtime import zone
+
+        zone(cfg.organisation.timezone)
+    except ValueError as exc:
+        raise ConfigError(source, "organisation.timezone", str(exc)) from None
+
     if cfg.metrics.listen:
         try:
             split_hostport(cfg.metrics.listen)
@@ -347,7 +367,8 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
     return dataclasses.replace(
         cfg,
         upstream=upstream,
-        organisation=OrganisationConfig(tuple(domains)),
+        organisation=dataclasses.replace(cfg.organisation, internal_domains=tuple(domains),
+                                         list_addresses=tuple(lists)),
         store=dataclasses.replace(cfg.store, path=_resolve(base, cfg.store.path)),
         policy=PolicyConfig(policy_dir),
         source=source,

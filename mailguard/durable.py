@@ -37,6 +37,32 @@ from collections.abc import Iterable
 from pathlib import Path
 
 FILE_MODE = 0o600
+GROUP_FILE_MODE, GROUP_DIR_MODE = 0o660, 0o2770  # store.group: admins share the store
+_group_access = False
+
+
+def share_with_group(on: bool = True) -> None:
+    """Store files 0660 and directories 2770 (setgid: new files take the
+    directory's group) from now on, for store.group; set once by the CLI."""
+    global _group_access
+    _group_access = on
+
+
+def file_mode() -> int:
+    """The mode of a new store file: 0600, or 0660 with store.group."""
+    return GROUP_FILE_MODE if _group_access else FILE_MODE
+
+
+def chmod_own(path: str | os.PathLike[str], mode: int) -> None:
+    """chmod ``path`` if this user owns it: an admin of store.group uses a store
+    that serve's user owns, and only the owner may (or needs to) set its mode."""
+    if os.stat(path).st_uid == os.geteuid():
+        os.chmod(path, mode)
+
+
+def dir_mode() -> int:
+    """The mode of a store directory: 0700, or 2770 with store.group."""
+    return GROUP_DIR_MODE if _group_access else 0o700
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -67,7 +93,7 @@ def write_locked(final: str | os.PathLike[str], data: bytes | Iterable[bytes], *
     The caller owns the descriptor and closes it to release the lock.
     """
     final, tmp = Path(final), Path(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, file_mode())
     placed = False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

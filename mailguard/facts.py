@@ -21,6 +21,7 @@ DIAGNOSTICS: none; facts carry masked findings only through the scan report.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
     from mailguard.detect import Finding
 
-__all__ = ["CONFIDENCES", "Facts", "build_facts", "clean_address", "domain_of", "is_internal",
+__all__ = ["CONFIDENCES", "Facts", "build_facts", "clean_address", "domain_of", "is_internal", "is_list_address",
            "is_reply_subject", "normalise_domain", "organisation_of"]
 
 MAX_ADDRESSES = 10000  # per header set; a hostile To: cannot make facts unbounded
@@ -65,11 +66,13 @@ def build_facts(
     data: bytes,
     report: ScanReport,
     internal_domains: Iterable[str],
+    list_addresses: Iterable[str] = (),
 ) -> Facts:
     """Compute the facts for one message.
 
     ``data`` is the whole message (only its header block is read);
-    ``internal_domains`` as in OrganisationConfig.
+    ``internal_domains`` and ``list_addresses`` (internal distribution lists,
+    addresses or glob patterns) as in OrganisationConfig.
     """
     internal = tuple(d for d in internal_domains if d)
     sender = clean_address(mail_from)
@@ -81,6 +84,7 @@ def build_facts(
         if a and a not in recipients:
             recipients.append(a)
     external = [r for r in recipients if not is_internal(domain_of(r), internal)]
+    lists = tuple(r for r in recipients if r not in external and is_list_address(r, tuple(list_addresses)))
     ext_domains = sorted({domain_of(r) or r for r in external})
     ext_orgs = sorted({organisation_of(d) for d in ext_domains})
     rcpt_domains = sorted({domain_of(r) for r in recipients if domain_of(r)})
@@ -103,6 +107,7 @@ def build_facts(
         sender=sender,
         sender_domain=sender_domain,
         recipients=tuple(recipients),
+        list_recipients=lists,
         external_recipients=tuple(external),
         external_domains=tuple(ext_domains),
         external_orgs=tuple(ext_orgs),
@@ -145,6 +150,12 @@ def normalise_domain(domain: str) -> str:
 def domain_of(address: str) -> str:
     local, at, domain = address.rpartition("@")
     return normalise_domain(domain) if at and local else ""
+
+
+def is_list_address(address: str, patterns: tuple[str, ...]) -> bool:
+    """True if ``address`` (lower-cased) is one of ``patterns``: addresses or
+    glob patterns (``all-*@city.example.lg.jp``), case-insensitive."""
+    return any(fnmatch.fnmatchcase(address, p.lower()) for p in patterns)
 
 
 def is_internal(domain: str, internal_domains: Iterable[str]) -> bool:

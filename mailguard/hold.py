@@ -53,6 +53,7 @@ from mailguard.config import Config
 from mailguard.errors import AuditError, ForwardError, StoreError, UpstreamRefused
 from mailguard.log import get_logger, scrub
 from mailguard.notices import (
+    BLOCKED_NOTICE,
     EXPIRED_NOTICE,
     HELD_NOTICE,
     REJECTED_NOTICE,
@@ -146,6 +147,19 @@ def _evidence(mail_from: str, rcpt_tos: Sequence[str], data: bytes, decision: De
     }
 
 
+def blocked_message(mail_from: str, rcpt_tos: Sequence[str], data: bytes, decision: Decision) -> HeldMessage:
+    """A blocked message as a notice sees it: the evidence, no id, nothing stored."""
+    ev = _evidence(mail_from, rcpt_tos, data, decision)
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    return HeldMessage(
+        id="", state="blocked", rule=ev["rule"], reasons=tuple(ev["reasons"]), notice=decision.notice or "",
+        mail_from=mail_from, rcpt_tos=tuple(rcpt_tos), persons=ev["persons"],
+        findings=tuple(ev["findings"]), fingerprints=tuple(ev["fingerprints"]),
+        unscannable=tuple(ev["unscannable"]), subject=ev["subject"], message_id=ev["message_id"],
+        size=len(data), sha256=ev["sha256"], approvals_required=0, approvals=(), received=now, updated=now,
+    )
+
+
 def _audit_fields(held: HeldMessage) -> dict[str, Any]:
     return {
         "id": held.id, "from": held.mail_from, "to": list(held.rcpt_tos), "rule": held.rule,
@@ -177,7 +191,8 @@ class Notifier:
 
         try:
             data = build_notice(kind, held, sender=self.sender, reason=reason,
-                                expiry_hours=self.config.store.hold_expiry_hours)
+                                expiry_hours=self.config.store.hold_expiry_hours,
+                                timezone=self.config.organisation.timezone)
             # A UTF-8 sender address (SMTPUTF8) is sent with SMTPUTF8; an upstream
             # that does not offer it refuses here (451 4.6.7), which fails this
             # notice like any other refusal and leaves the hold as it is.
@@ -235,6 +250,14 @@ class Holder:
         self._tasks.add(task)
         task.add_done_callback(self._hold_done)
         return await asyncio.shield(task)
+
+    def notify_blocked(self, mail_from: str, rcpt_tos: Sequence[str], data: bytes, decision: Decision) -> None:
+        """Tell the sender about a block (issue 13.3) in the background: the 550
+        reply is ASCII English, and Postfix's bounce never shows the rule's notice.ja."""
+        held = blocked_message(mail_from, rcpt_tos, data, decision)
+        task = asyncio.create_task(self.notifier.send(BLOCKED_NOTICE, held))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _hold_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -25,6 +25,9 @@ import structlog
 
 MAX_FIELD = 512
 MAX_ITEMS = 50
+# Events whose fields come from the admin's own files, not from a client, and
+# whose whole text is the point: a refused reload's file:line and reason.
+LONG_EVENTS = {"reload_refused": 8192}
 
 # \d (Unicode decimal digits, Nd) plus every character str.isdigit() accepts
 # beyond them (superscripts, circled and full-stop digits; tests/unit/test_log.py
@@ -76,25 +79,26 @@ def scrub(text: str) -> str:
     return text
 
 
-def _scrubbed(value: Any, depth: int = 0) -> Any:
+def _scrubbed(value: Any, depth: int = 0, limit: int = MAX_FIELD) -> Any:
     """A log value scrubbed and bounded; containers item by item, other objects
     as the repr the JSON renderer would have written unscrubbed."""
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, str):
         value = scrub(value)
-        return value if len(value) <= MAX_FIELD else value[:MAX_FIELD] + "…"
+        return value if len(value) <= limit else value[:limit] + "…"
     if depth < 4:
         if isinstance(value, dict):
-            return {scrub(str(k))[:MAX_FIELD]: _scrubbed(v, depth + 1)
+            return {scrub(str(k))[:MAX_FIELD]: _scrubbed(v, depth + 1, limit)
                     for k, v in list(value.items())[:MAX_ITEMS]}
         if isinstance(value, (list, tuple, set, frozenset)):
-            return [_scrubbed(v, depth + 1) for v in list(value)[:MAX_ITEMS]]
-    return _scrubbed(repr(value), depth)
+            return [_scrubbed(v, depth + 1, limit) for v in list(value)[:MAX_ITEMS]]
+    return _scrubbed(repr(value), depth, limit)
 
 
 def _scrub_and_bound(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-    return {scrub(str(key)): _scrubbed(value) for key, value in event.items()}
+    limit = LONG_EVENTS.get(str(event.get("event", "")), MAX_FIELD)
+    return {scrub(str(key)): _scrubbed(value, 0, limit) for key, value in event.items()}
 
 
 def configure_logging(level: str = "info", stream: Any = None) -> None:

@@ -194,7 +194,12 @@ def start_server(listen: str) -> MetricsServer | None:
     if not listen:
         return None
     host, port = split_hostport(listen)
-    server, thread = start_http_server(port, addr=host, registry=REGISTRY)
+    try:
+        server, thread = start_http_server(port, addr=host, registry=REGISTRY)
+    except OSError as exc:
+        # prometheus-client's own error does not say which address (issue 13.11).
+        raise OSError(exc.errno, f"cannot listen for metrics on {listen} (metrics.listen): "
+                      f"{exc.strerror or exc}; is another process using it?") from exc
     from mailguard.log import get_logger
 
     get_logger().info("metrics_started", listen=listen)

@@ -1,7 +1,9 @@
-"""Notices to the envelope sender: held, rejected, expired (Japanese first, English second).
+"""Notices to the envelope sender: held, blocked, rejected, expired (Japanese first,
+English second).
 
-A notice names the hold id, the rule, the reasons and the masked findings so the
-sender knows which mail and why, and never carries the number in the clear or any
+A notice names the hold id (none for a block: nothing was kept), the rule, the
+reasons (in Japanese in the Japanese part: reason_ja) and the masked findings so
+the sender knows which mail, why and what to do, and never carries the number in the clear or any
 part of the original message (no attachment, no body). It is a text/plain UTF-8
 message with an RFC 2047 Subject, CRLF line ends and ``Auto-Submitted:
 auto-generated`` (RFC 3834) so auto-responders stay quiet; it goes out through
@@ -18,6 +20,7 @@ DIAGNOSTICS: none; the caller logs ``notice_sent`` / ``notice_failed``.
 
 from __future__ import annotations
 
+import re
 import socket
 import unicodedata
 from email import _header_value_parser as _hvp
@@ -26,18 +29,21 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from mailguard.config import ServerConfig, StoreConfig
+from mailguard.localtime import DEFAULT_TIMEZONE, iso_time, show_time
 from mailguard.log import scrub
 from mailguard.policy import split_notice
 from mailguard.records import HeldMessage
 
 HELD_NOTICE, REJECTED_NOTICE, EXPIRED_NOTICE = "held", "rejected", "expired"
-KINDS = (HELD_NOTICE, REJECTED_NOTICE, EXPIRED_NOTICE)
+BLOCKED_NOTICE = "blocked"
+KINDS = (HELD_NOTICE, BLOCKED_NOTICE, REJECTED_NOTICE, EXPIRED_NOTICE)
 MAX_FIELD = 200
 
 _SUBJECTS = {
     HELD_NOTICE: ("送信を保留しました", "Your message is on hold"),
+    BLOCKED_NOTICE: ("送信されませんでした(規則により停止)", "Your message was not sent (blocked by policy)"),
     REJECTED_NOTICE: ("送信されませんでした(管理者が拒否)", "Your message was not sent (rejected)"),
     EXPIRED_NOTICE: ("送信されませんでした(保留期限切れ)", "Your message was not sent (hold expired)"),
 }
@@ -65,6 +71,7 @@ def build_notice(
     sender: str,
     reason: str = "",
     expiry_hours: float | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
 ) -> bytes:
     """The notice for ``held`` as bytes ready for SMTP."""
     if kind not in KINDS:
@@ -78,17 +85,19 @@ def build_notice(
     msg = EmailMessage(policy=policy)
     msg["From"] = from_header
     msg["To"] = to_header
-    msg["Subject"] = f"[mailguard] {ja_subj} / {en_subj} ({held.id})"
+    ref = f" ({held.id})" if held.id else ""
+    msg["Subject"] = f"[mailguard] {ja_subj} / {en_subj}{ref}"
     msg["Date"] = format_datetime(datetime.now(UTC))
     domain = sender.rpartition("@")[2] or None
     msg["Message-ID"] = make_msgid("mailguard-notice", domain=domain)
     msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Mailguard-Hold-Id"] = held.id
+    if held.id:
+        msg["X-Mailguard-Hold-Id"] = held.id
     original_id = safe_text(held.message_id, 250)
     if original_id.startswith("<") and original_id.endswith(">") and " " not in original_id:
         msg["In-Reply-To"] = original_id
         msg["References"] = original_id
-    body = _body(kind, held, reason=safe_text(reason, 500), expiry_hours=expiry_hours)
+    body = _body(kind, held, reason=safe_text(reason, 500), expiry_hours=expiry_hours, timezone=timezone)
     msg.set_content(scrub(body), charset="utf-8", cte="base64")
     return msg.as_bytes(policy=policy)
 
@@ -123,12 +132,45 @@ def _utf8_address(addr: str) -> str:
     return str(Address(username=spec.local_part, domain=spec.domain))
 
 
-def _body(kind: str, held: HeldMessage, *, reason: str, expiry_hours: float | None) -> str:
+# The policy's reasons (policy._decision) are English; the Japanese part of a
+# notice shows each in Japanese. Masked numbers, counts, domains and locations are
+# carried over; an unknown shape is shown as it is rather than dropped.
+_CONFIDENCE_JA = {"high": "高", "medium": "中", "low": "低"}
+_REASONS_JA: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), t) for p, t in (
+    (r"^(\d+) My Number\(s\) at (\w+) confidence or above \(high (\d+), medium (\d+)\): (.*)$",
+     "個人番号 {0} 人分(信頼度「{1}」以上; 高 {2}、中 {3}): {4}"),
+    (r"^no My Number at (\w+) confidence or above$", "信頼度「{0}」以上の個人番号は見つかりませんでした"),
+    (r"^reply-all: (\d+) address\(es\) in To/Cc$", "全員に返信(To/Cc に {0} 件のアドレス)"),
+    (r"^a reply$", "返信"),
+    (r"^(\d+) external recipient\(s\) in (\d+) organisation\(s\): (.*)$",
+     "外部の宛先 {0} 件({1} 組織): {2}"),
+    (r"^(\d+) internal recipient\(s\)$", "内部の宛先 {0} 件"),
+    (r"^(\d+) internal recipient\(s\), (\d+) of them distribution list\(s\): (.*)$",
+     "内部の宛先 {0} 件(うち配布リスト {1} 件): {2}"),
+    (r"^(\d+) item\(s\) could not be inspected: (.*)$", "検査できなかった内容 {0} 件: {1}"),
+    (r"^(\d+) external address\(es\) visible in To/Cc \(of (\d+)\)$",
+     "To/Cc に見える外部のアドレス {0} 件({1} 件中)"),
+    (r"^hold expired$", "保留期限切れ"),
+))
+
+
+def reason_ja(reason: str) -> str:
+    """A policy reason in Japanese (the English text when its shape is unknown)."""
+    for pattern, template in _REASONS_JA:
+        m = pattern.match(reason)
+        if m:
+            return template.format(*(_CONFIDENCE_JA.get(g, g) for g in m.groups()))
+    return reason
+
+
+def _body(kind: str, held: HeldMessage, *, reason: str, expiry_hours: float | None,
+          timezone: str = DEFAULT_TIMEZONE) -> str:
     rcpts = ", ".join(safe_text(r, 254) for r in held.rcpt_tos[:20])
     if len(held.rcpt_tos) > 20:
         rcpts += f", … (+{len(held.rcpt_tos) - 20})"
     subject = safe_text(held.subject)
     reasons = [safe_text(r) for r in held.reasons] or ["-"]
+    reasons_ja = [safe_text(reason_ja(r)) for r in reasons]
     findings = [
         f"  {safe_text(f.get('masked'), 40)}  {safe_text(f.get('confidence'), 10)}  {safe_text(f.get('location'))}"
         for f in held.findings[:50]
@@ -141,12 +183,22 @@ def _body(kind: str, held: HeldMessage, *, reason: str, expiry_hours: float | No
         for part in split_notice(held.notice or "")
     )
     hours = f"{expiry_hours:g}" if expiry_hours else "?"
+    received = show_time(held.received, timezone)  # local, with its offset (issue 13.9)
+    expires = ""
+    if kind == HELD_NOTICE and expiry_hours and iso_time(held.received):
+        expires = show_time(datetime.fromisoformat(iso_time(held.received) or "")
+                            + timedelta(hours=expiry_hours), timezone)
+    with_notice = kind in (HELD_NOTICE, BLOCKED_NOTICE)
 
     ja_lead = {
         HELD_NOTICE: [
             "あなたが送信したメールは、個人番号(マイナンバー)を含む可能性があるため、",
             "送信を保留しました。管理者が確認して承認するまで、宛先には届きません。",
             f"{hours} 時間以内に確認されない場合は送信されずに破棄されます。",
+        ],
+        BLOCKED_NOTICE: [
+            "あなたが送信したメールは、個人番号(マイナンバー)の取り扱いの規則により",
+            "送信を止めました。宛先には届いていません(メールは保存されていません)。",
         ],
         REJECTED_NOTICE: [
             "あなたが送信したメールは、管理者の確認の結果、送信されませんでした。",
@@ -163,6 +215,10 @@ def _body(kind: str, held: HeldMessage, *, reason: str, expiry_hours: float | No
             "on hold. It will not reach its recipients until an administrator approves it.",
             f"If nobody confirms it within {hours} hours it is not sent.",
         ],
+        BLOCKED_NOTICE: [
+            "The message you sent was stopped by the organisation's rules for My Numbers",
+            "(individual numbers). It was not delivered and it was not kept.",
+        ],
         REJECTED_NOTICE: [
             "After review an administrator rejected the message you sent. It was not",
             "delivered. If it is needed, remove the My Numbers and send it again.",
@@ -172,30 +228,47 @@ def _body(kind: str, held: HeldMessage, *, reason: str, expiry_hours: float | No
             "so it was not sent. It was not delivered to its recipients.",
         ],
     }[kind]
+    ja_todo = ["対応: 宛先と内容を見直し、個人番号を除くか宛先を必要な相手だけにして、",
+               "送り直してください。送る必要がある場合は管理者に相談してください。"]
+    en_todo = ["What to do: check the recipients and the content; remove the My Numbers or",
+               "send it only to the recipients who need it. If it must be sent as it is,",
+               "ask your mailguard administrator."]
 
     lines = ["[日本語]", "", *ja_lead, ""]
-    lines += [f"保留ID: {held.id}", f"件名: {subject}", f"宛先: {rcpts}", f"受付日時: {held.received}",
+    if held.id:
+        lines.append(f"保留ID: {held.id}")
+    lines += [f"件名: {subject}", f"宛先: {rcpts}", f"受付日時: {received}",
               f"規則: {safe_text(held.rule)}", "理由:"]
-    lines += [f"  {r}" for r in reasons]
+    lines += [f"  {r}" for r in reasons_ja]
+    if expires:
+        lines.append(f"保留期限: {expires}")
     if reason and kind == REJECTED_NOTICE:
         lines.append(f"管理者のコメント: {reason}")
     if findings:
         lines += ["検出(番号は伏せてあります):", *findings]
     if unscannable:
         lines += ["検査できなかった内容:", *unscannable]
-    if notice_ja and kind == HELD_NOTICE:
+    if notice_ja and with_notice:
         lines += ["", *notice_ja]
+    if kind == BLOCKED_NOTICE:
+        lines += ["", *ja_todo]
     lines += ["", "-" * 60, "", "[English]", "", *en_lead, ""]
-    lines += [f"Hold ID: {held.id}", f"Subject: {subject}", f"Recipients: {rcpts}",
-              f"Received: {held.received}", f"Rule: {safe_text(held.rule)}", "Reasons:"]
+    if held.id:
+        lines.append(f"Hold ID: {held.id}")
+    lines += [f"Subject: {subject}", f"Recipients: {rcpts}",
+              f"Received: {received}", f"Rule: {safe_text(held.rule)}", "Reasons:"]
     lines += [f"  {r}" for r in reasons]
+    if expires:
+        lines.append(f"Hold expires: {expires}")
     if reason and kind == REJECTED_NOTICE:
         lines.append(f"Administrator's comment: {reason}")
     if findings:
         lines += ["Findings (numbers masked):", *findings]
     if unscannable:
         lines += ["Content that could not be inspected:", *unscannable]
-    if notice_en and kind == HELD_NOTICE:
+    if notice_en and with_notice:
         lines += ["", *notice_en]
+    if kind == BLOCKED_NOTICE:
+        lines += ["", *en_todo]
     lines += ["", "-- ", "mailguard"]
     return "\n".join(lines) + "\n"

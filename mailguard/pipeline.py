@@ -45,6 +45,7 @@ class Pipeline:
         self.config = config
         self.policy = load_policy(config.policy.dir)
         self._internal = tuple(config.organisation.internal_domains)
+        self._lists = tuple(config.organisation.list_addresses)
         self._scanner: scan.Scanner | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -99,7 +100,7 @@ class Pipeline:
         return self.decide_report(mail_from, rcpt_tos, data, report)
 
     def decide_report(self, mail_from: str, rcpt_tos: list[str], data: bytes, report: Any) -> Decision:
-        facts = build_facts(mail_from, rcpt_tos, data, report, self._internal)
+        facts = build_facts(mail_from, rcpt_tos, data, report, self._internal, self._lists)
         # The facts travel with the decision so the audit record can name the
         # organisations, reply-all and visible addresses (issue 17).
         decision = replace(decide(facts, self.policy), facts=facts)

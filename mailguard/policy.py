@@ -59,7 +59,8 @@ Condition = int | bool | str | tuple[str, ...]
 # Each condition: name -> (kind, fact getter). Counts get _min and _max forms.
 
 _COUNTS: dict[str, Callable[[Facts], int]] = {
-    "recipients": lambda f: len(f.recipients),
+    "recipients": lambda f: f.recipient_count,  # a distribution list counts as many
+    "list_recipients": lambda f: len(f.list_recipients),
     "external_recipients": lambda f: len(f.external_recipients),
     "external_domains": lambda f: len(f.external_domains),
     "external_orgs": lambda f: len(f.external_orgs),
@@ -208,8 +209,13 @@ def _decision(
             f"{len(f.external_recipients)} external recipient(s) in "
             f"{len(f.external_orgs)} organisation(s): {_listed(list(f.external_domains))}"
         )
-    if f.all_internal and (conds.get("all_internal") is True or "recipients_min" in conds):
-        reasons.append(f"{len(f.recipients)} internal recipient(s)")
+    if f.all_internal and (conds.get("all_internal") is True or "recipients_min" in conds
+                           or any(k.startswith("list_") for k in conds)):
+        if f.list_recipients:
+            reasons.append(f"{len(f.recipients)} internal recipient(s), {len(f.list_recipients)} of them "
+                           f"distribution list(s): {_listed(list(f.list_recipients))}")
+        else:
+            reasons.append(f"{len(f.recipients)} internal recipient(s)")
     if f.unscannable and (conds.get("unscannable") is True or "unscannable_except" in conds or not conds):
         shown = _unscannable_beyond(f, conds["unscannable_except"]) if "unscannable_except" in conds else f.unscannable
         items = [f"{u.location} ({u.reason})" for u in shown]

@@ -30,6 +30,12 @@ from dataclasses import dataclass, field
 
 # -- detect ------------------------------------------------------------------
 
+# A distribution list (organisation.list_addresses) counts as this many recipients
+# (its real size is unknown here): every recipients_min a rule sets is met, and a
+# recipients_max meant for "one colleague" is not.
+LIST_COUNTS_AS = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class Span:
     text: str
@@ -153,6 +159,7 @@ class Facts:
     sender: str = ""
     sender_domain: str = ""
     recipients: tuple[str, ...] = ()
+    list_recipients: tuple[str, ...] = ()  # internal distribution lists among recipients
     external_recipients: tuple[str, ...] = ()
     external_domains: tuple[str, ...] = ()  # distinct, sorted
     external_orgs: tuple[str, ...] = ()  # distinct registrable domains (PSL), sorted
@@ -194,6 +201,12 @@ class Facts:
                 seen.add(key)
                 out.append(f.masked)
         return tuple(out)
+
+    @property
+    def recipient_count(self) -> int:
+        """Envelope recipients, a distribution list counted as LIST_COUNTS_AS
+        people: one list address to all staff is never a single recipient."""
+        return len(self.recipients) + (LIST_COUNTS_AS - 1) * len(self.list_recipients)
 
     @property
     def any_external(self) -> bool:

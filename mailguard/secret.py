@@ -31,6 +31,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from mailguard.durable import file_mode
 from mailguard.errors import StoreError
 
 KEY_FILE = "fingerprint.key"
@@ -69,7 +70,7 @@ def _read_key(path: Path) -> bytes | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise StoreError(f"{path}: not a regular file")
-        if st.st_mode & 0o077:
+        if st.st_mode & (0o037 if file_mode() & 0o070 else 0o077):  # store.group: the group may read it
             raise StoreError(
                 f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets others read the "
                 "fingerprint key; chmod 600 it (and check who read it)"
@@ -86,18 +87,23 @@ def _read_key(path: Path) -> bytes | None:
     return data
 
 
+def _key_mode() -> int:
+    """0600; 0640 with store.group, so admins' `audit trace` can read the key."""
+    return 0o640 if file_mode() & 0o070 else 0o600
+
+
 def _publish_new_key(store: Path, path: Path) -> None:
     tmp = store / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(tmp, flags, 0o600)
+        fd = os.open(tmp, flags, _key_mode())
     except OSError as exc:
         raise StoreError(f"{tmp}: cannot create the fingerprint key: {exc.strerror}") from exc
     try:
         try:
             # fchmod as well: the process umask could have narrowed 0600 further,
             # but a file readable only by nobody is useless to us.
-            os.fchmod(fd, 0o600)
+            os.fchmod(fd, _key_mode())
             view = memoryview(secrets.token_bytes(KEY_BYTES))
             while view:
                 view = view[os.write(fd, view):]

@@ -18,8 +18,9 @@ flight finish on the services they started with. ``server.listen`` can not chang
 without a restart (logged).
 
 SECURITY: the config is validated (config.load_config) before a socket is bound.
-DIAGNOSTICS: ``listening``, ``reloaded``, ``reload_refused``, ``stopping``,
-``stopped``.
+DIAGNOSTICS: ``listening``, ``reloaded``, ``reload_refused`` (the whole reason),
+``state_write_failed``, ``stopping``, ``stopped``. The start and each reload's
+result are also written to <store.path>/relay-state.json for `mailguard status`.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class App:
         self.server = await loop.create_server(lambda: RelaySMTP(self.relay), host, port)
         self.port = self.server.sockets[0].getsockname()[1]
         log.info("listening", address=f"{host}:{self.port}", upstream=self.config.upstream.url)
+        self._record_state("started")
         self._start_metrics()
         return self.port
 
@@ -176,7 +178,9 @@ class App:
             config = load_config(self.config_path)
             services = build_services(config, recover=False)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the running config
-            log.error("reload_refused", error=type(exc).__name__, reason=str(exc)[:400])
+            # The whole reason (file:line and why): log.py does not cut this event short.
+            log.error("reload_refused", error=type(exc).__name__, reason=str(exc))
+            self._record_state("refused", error=f"{type(exc).__name__}: {exc}")
             return False
         if config.server.listen != self.config.server.listen:
             log.warning("restart_needed", key="server.listen", running=self.config.server.listen)
@@ -188,7 +192,24 @@ class App:
         # Links in flight go back to the old pool, which now closes them on release.
         r.track(old.close())
         log.info("reloaded", source=config.source, upstream=config.upstream.url)
+        self._record_state("reloaded")
         return True
+
+    def _record_state(self, result: str, error: str = "") -> None:
+        """Leave the start / reload result and the policy in force where
+        `mailguard status` reads it (relaystate.py); a failed write is logged."""
+        from mailguard.relaystate import policy_fingerprint, record_state
+
+        policy = getattr(self.services.pipeline, "policy", None)
+        try:
+            self._state = record_state(
+                self.config.store.path, result=result, source=self.config.source, error=error,
+                policy=None if result == "refused" or policy is None
+                else policy_fingerprint(policy, self.config.policy.dir),
+                previous=getattr(self, "_state", None))
+        except OSError as exc:
+            log.warning("state_write_failed", file=str(exc.filename or self.config.store.path),
+                        error=exc.strerror or str(exc))
 
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT; SIGHUP reloads."""

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from mailguard.audit import AuditLog
+from mailguard.durable import chmod_own, dir_mode, file_mode
 from mailguard.durable import fsync_dir as _fsync_dir
 from mailguard.durable import probe_dir, write_locked
 from mailguard.errors import NotFound, StoreError
@@ -148,12 +149,12 @@ class Store:
         try:
             for d in (self.path, self.messages, self.tmp):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
-                os.chmod(d, 0o700)
+                chmod_own(d, dir_mode())  # 0700, or 2770 with store.group
             self._db = sqlite3.connect(
                 self.path / "meta.sqlite", timeout=BUSY_TIMEOUT_MS / 1000,
                 isolation_level=None, check_same_thread=False,
             )
-            os.chmod(self.path / "meta.sqlite", 0o600)
+            chmod_own(self.path / "meta.sqlite", file_mode())
             self._db.row_factory = sqlite3.Row
             self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._db.execute("PRAGMA journal_mode=WAL")

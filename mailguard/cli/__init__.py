@@ -32,6 +32,12 @@ def add_config_option(parser: argparse.ArgumentParser, top: bool = False) -> Non
         help="configuration file (default $MAILGUARD_CONFIG, else /etc/mailguard/mailguard.toml, "
              "else built-in defaults)",
     )
+    # Like -c, accepted before and after the subcommand.
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=False if top else argparse.SUPPRESS,
+        help="also print the library's log lines (JSON) on stderr; without it a failing command "
+             "prints only its message",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +73,36 @@ def _error(text: str) -> None:
     print(f"mailguard: {scrub(text)}", file=sys.stderr)
 
 
+PERMISSION_FIX = ("the store belongs to the user that runs `mailguard serve`: run this command as that "
+                  "user (sudo -u mailguard mailguard ...), or set store.group to your admins' group "
+                  "(see docs/operations.md)")
+
+
+def share_store_with_group(config: object) -> None:
+    """store.group: the store's files 0660 and directories 2770 owned by that group,
+    so admins in the group can use `mailguard held` next to serve (issue 13.7)."""
+    import grp
+    from pathlib import Path
+
+    from mailguard.durable import dir_mode, share_with_group
+
+    name = config.store.group  # type: ignore[attr-defined]
+    try:
+        gid = grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(config.source, "store.group",  # type: ignore[attr-defined]
+                          f"{name!r}: no such group (create it: groupadd {name})") from None
+    share_with_group(True)
+    os.umask(0o007)
+    store = Path(config.store.path)  # type: ignore[attr-defined]
+    store.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = store.stat()
+    if st.st_uid == os.geteuid():  # only the owner can hand the directory to the group
+        if st.st_gid != gid:
+            os.chown(store, -1, gid)
+        os.chmod(store, dir_mode())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -78,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         from mailguard.log import configure_logging
 
         # Library warnings (an upstream that refused a notice, ...) go to stderr
-        # as scrubbed JSON lines, never to stdout where they would corrupt
-        # `--json` output. `serve` sets its own level from the config.
-        configure_logging("warning", stream=_Stderr())
+        # as scrubbed JSON lines with --verbose, never to stdout where they would
+        # corrupt `--json` output; without it the admin sees only the command's
+        # own message (issue 13.11). `serve` sets its own level from the config.
+        configure_logging("warning" if args.verbose else "critical", stream=_Stderr())
         config = load_config(args.config)
         if config.is_builtin:
             # Never silently: an admin in /opt/mailguard without -c would otherwise
@@ -89,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"using built-in defaults with store {config.store.path}", file=sys.stderr)
         if args.command in NEEDS_INTERNAL_DOMAINS:
             require_internal_domains(config)
+        if config.store.group:
+            share_store_with_group(config)
         status = int(args.func(args, config) or EXIT_OK)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
         return status
@@ -96,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"configuration error: {exc}")
         return EXIT_USAGE
     except MailguardError as exc:
-        _error(str(exc))
+        cause = exc.__cause__
+        if isinstance(cause, PermissionError) or "Permission denied" in str(exc):
+            where = f" ({cause.filename})" if isinstance(cause, OSError) and cause.filename \
+                and str(cause.filename) not in str(exc) else ""
+            _error(f"{exc}{where}; {PERMISSION_FIX}")
+        else:
+            _error(str(exc))
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
@@ -114,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         why = exc.strerror or str(exc)
         if isinstance(exc, NotADirectoryError):
             why += " (part of this path is a file; check store.path and the other paths in the config)"
+        if isinstance(exc, PermissionError):
+            why += f"; {PERMISSION_FIX}"
         _error(f"{where}{why}")
         return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into exit 1

@@ -119,10 +119,13 @@ def run_list(args: argparse.Namespace, config: Config) -> int:
     if not rows:
         print(f"no {args.state} mail" if args.state != "all" else "no mail in the store")
         return EXIT_OK
-    print(f"{'ID':16}  {'STATE':8}  {'RECEIVED':19}  {'PERSONS':>7}  {'RULE':20}  FROM -> TO")
+    from mailguard.localtime import show_time
+
+    tz = config.organisation.timezone
+    print(f"{'ID':16}  {'STATE':8}  {'RECEIVED':23}  {'PERSONS':>7}  {'RULE':20}  FROM -> TO")
     for h in rows:
         to = ", ".join(h.rcpt_tos[:3]) + (f" (+{len(h.rcpt_tos) - 3})" if len(h.rcpt_tos) > 3 else "")
-        print(f"{h.id:16}  {h.state:8}  {h.received[:19]:19}  {h.persons:>7}  {h.rule[:20]:20}  "
+        print(f"{h.id:16}  {h.state:8}  {show_time(h.received, tz):23}  {h.persons:>7}  {h.rule[:20]:20}  "
               + _masked(f"{h.mail_from or '<>'} -> {to}"))
     return EXIT_OK
 
@@ -139,26 +142,46 @@ def run_show(args: argparse.Namespace, config: Config) -> int:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return EXIT_OK
-    d = _masked(store.get(args.id).detail())
+    held = store.get(args.id)
+    d = _masked(held.detail())
+    d["expires"] = hold_expiry(held, config)
     if args.json:
         print(json.dumps(d, ensure_ascii=False))
         return EXIT_OK
-    for key in ("id", "state", "rule", "from", "to", "persons", "received", "subject", "message_id",
+    from mailguard.localtime import show_time
+
+    tz = config.organisation.timezone
+    for key in ("id", "state", "rule", "from", "to", "persons", "received", "expires", "subject", "message_id",
                 "size", "sha256", "approvals_required", "decided_at", "decided_by", "decided_reason",
                 "upstream_reply", "purged_at"):
         v = d[key]
         if v is None or v == "":
             continue
+        if key in ("received", "expires", "decided_at", "purged_at"):
+            v = show_time(v, tz)  # local, with its offset (issue 13.9)
         print(f"{key + ':':20}{', '.join(v) if isinstance(v, list) else v}")
     for r in d["reasons"]:
         print(f"{'reason:':20}{r}")
     for a in d["approvals"]:
-        print(f"{'approved:':20}{a['operator']} at {a['time'][:19]}: {a['reason']}")
+        print(f"{'approved:':20}{a['operator']} at {show_time(a['time'], tz)}: {a['reason']}")
     for f in d["findings"]:
         print(f"{'finding:':20}{f['masked']}  {f['confidence']}  {f['location']}  ({f['reason']})")
     for u in d["unscannable"]:
         print(f"{'unscannable:':20}{u['location']}: {u['reason']}")
     return EXIT_OK
+
+
+def hold_expiry(held: Any, config: Config) -> str | None:
+    """When a held message expires (received + store.hold_expiry_hours), ISO 8601
+    with offset; None once it is no longer held."""
+    from datetime import datetime, timedelta
+
+    from mailguard.localtime import iso_time
+
+    received = iso_time(held.received)
+    if held.state != "held" or received is None:
+        return None
+    return (datetime.fromisoformat(received) + timedelta(hours=config.store.hold_expiry_hours)).isoformat()
 
 
 def run_release(args: argparse.Namespace, config: Config) -> int:

@@ -8,10 +8,16 @@ Checks, each reported on one line:
               would, STARTTLS included); maildir: the directory (or the nearest
               existing parent, which the relay will create it under) is writable
     held      held messages and the age of the oldest (information, never a failure)
+    reload    the running serve's last start or SIGHUP reload: result and time
+              (a refused reload fails: the files on disk are not what runs, and
+              a restart would not start); then the policy in force (files,
+              rules, sha256), as serve recorded them (relaystate.py)
 
 Exit 0 when every check passed, 1 naming what failed, 2 for a bad configuration.
 ``--json`` prints one JSON object: ``ok``, ``checks`` (name -> ok, detail),
-``held``, ``oldest_held_age_seconds``.
+``held``, ``oldest_held_age_seconds``, ``reload`` (``result``, ``time``, ``error``,
+``pid``) and ``policy`` (``dir``, ``files``, ``rules``, ``summary``, ``sha256``), null
+when no serve has recorded them yet.
 
 SECURITY: reads only the configuration and the store's metadata (counts and
 times); never message content. It connects only to the addresses in the config.
@@ -153,6 +159,26 @@ def held_queue(config: Config) -> tuple[int | None, float | None, str]:
     return count, (max(0.0, time.time() - oldest) if oldest is not None else None), ""
 
 
+def check_reload(config: Config) -> tuple[Check | None, dict[str, Any] | None]:
+    """The last start/reload that serve recorded, as a check, and the whole state."""
+    from mailguard.localtime import show_time
+    from mailguard.relaystate import read_state, state_path
+
+    try:
+        state = read_state(config.store.path)
+    except (OSError, ValueError) as exc:
+        return Check("reload", False, f"{state_path(config.store.path)}: cannot read: {_why(exc)}"), None
+    if state is None:
+        return None, None
+    last = state.get("last_reload") or {}
+    when = show_time(last.get("time"), config.organisation.timezone)
+    result = str(last.get("result", "?"))
+    if result == "refused":
+        return Check("reload", False, f"refused at {when}; still running the previous policy: "
+                                      f"{last.get('error', '')}"), state
+    return Check("reload", True, f"{result} at {when} (pid {state.get('pid')})"), state
+
+
 def human_age(seconds: float) -> str:
     s = int(seconds)
     d, s = divmod(s, 86400)
@@ -168,6 +194,9 @@ def human_age(seconds: float) -> str:
 def run(args: argparse.Namespace, config: Config) -> int:
     checks = [check_relay(config, args.timeout), check_store(config),
               check_upstream(config, args.timeout)]
+    reload, state = check_reload(config)
+    if reload is not None:
+        checks.append(reload)
     count, age, err = held_queue(config)
     if err:
         checks.append(Check("held", False, f"cannot read the hold store: {err}"))
@@ -178,13 +207,22 @@ def run(args: argparse.Namespace, config: Config) -> int:
             "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks},
             "held": count,
             "oldest_held_age_seconds": None if age is None else round(age, 1),
+            "reload": None if state is None else {**(state.get("last_reload") or {}), "pid": state.get("pid")},
+            "policy": None if state is None else state.get("policy"),
         }, ensure_ascii=False))
     else:
         for c in checks:
             print(f"{c.name:<9} {'ok' if c.ok else 'FAILED':<7} {c.detail}")
         if count is not None:
-            oldest = f", oldest {human_age(age)}" if age is not None else ""
+            from mailguard.localtime import show_time
+
+            since = show_time(time.time() - age, config.organisation.timezone) if age is not None else ""
+            oldest = f", oldest {human_age(age)} (since {since})" if age is not None else ""
             print(f"{'held':<9} {count} message(s){oldest}")
+        policy = (state or {}).get("policy")
+        if policy:
+            print(f"{'policy':<9} in force: {policy.get('dir')}: {', '.join(policy.get('files') or [])}; "
+                  f"{policy.get('summary')}; sha256 {str(policy.get('sha256'))[:16]}")
     if not ok:
         failed = ", ".join(c.name for c in checks if not c.ok)
         print(f"mailguard status: failed: {failed}", file=sys.stderr)

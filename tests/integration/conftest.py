@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,11 @@ from mailguard.policy import PASS, Decision
 from mailguard.server import App, build_services
 
 REPO = Path(__file__).resolve().parents[2]
+
+# The suite runs as root (so does CI) and `mailguard serve` refuses root unless
+# told otherwise; every serve these tests start inherits this. The refusal itself
+# is tested with the variable removed (test_serve_user.py).
+os.environ.setdefault("MAILGUARD_ALLOW_ROOT", "1")
 
 
 # ---------------------------------------------------------------- upstream sink

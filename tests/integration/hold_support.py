@@ -145,10 +145,22 @@ class Serve:
         self.port = listen_port(cfg)
         self.proc: subprocess.Popen | None = None
 
+    @staticmethod
+    def command(cfg: Path) -> list[str]:
+        return [PYTHON, "-m", "mailguard", "-c", str(cfg), "serve"]
+
+    @staticmethod
+    def environment() -> dict[str, str]:
+        # The suite runs as root (CI too); serve refuses root without the escape hatch.
+        return dict(os.environ, MAILGUARD_ALLOW_ROOT="1")
+
     def start(self, timeout: float = 20.0) -> "Serve":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([PYTHON, "-m", "mailguard", "-c", str(self.cfg), "serve"],
-                                     cwd=ROOT, stdout=log, stderr=log)
+        self.proc = subprocess.Popen(self.command(self.cfg), cwd=ROOT, stdout=log, stderr=log,
+                                     env=self.environment(),
+                                     # Its own process group: serve's forkserver and scan
+                                     # workers go with it, even after a kill -9 (kill_group).
+                                     start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -170,11 +182,24 @@ class Serve:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.kill_group()
 
     def kill9(self) -> None:
+        """kill -9 serve alone (a crash), then its orphaned helpers (the scan workers
+        would otherwise outlive the test run, waiting on a queue nobody feeds)."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
+        self.kill_group()
+
+    def kill_group(self) -> None:
+        """SIGKILL whatever is left in serve's process group (its session)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def cli(cfg: Path, *args: str, operator: str = "alice", timeout: float = 60.0,

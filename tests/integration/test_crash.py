@@ -63,7 +63,9 @@ def test_kill9_during_holds_and_releases_loses_nothing(tmp_path):
     sink = Sink().start()
     cfg = write_config(tmp_path, sink.port)
     srv = Serve(cfg, tmp_path / "serve.log").start()
+    first = srv
     store_path = tmp_path / "store"
+    children: list[subprocess.Popen] = []  # CLI runs: none may outlive the test
     try:
         # Some held mail to release while the crash happens.
         pre = {}
@@ -80,6 +82,7 @@ def test_kill9_during_holds_and_releases_loses_nothing(tmp_path):
         stuck = subprocess.Popen([PYTHON, "-m", "mailguard", "-c", str(cfg), "held", "release", ids[0],
                                   "--reason", "crash test"], cwd=ROOT, env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        children.append(stuck)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             row = sqlite3.connect(store_path / "meta.sqlite").execute(
@@ -101,6 +104,7 @@ def test_kill9_during_holds_and_releases_loses_nothing(tmp_path):
         releases = [subprocess.Popen([PYTHON, "-m", "mailguard", "-c", str(cfg), "held", "release", h,
                                       "--reason", "during the crash"], cwd=ROOT, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for h in ids[1:4]]
+        children += releases
         time.sleep(1.5)
         srv.kill9()
         stop.set()
@@ -146,4 +150,23 @@ def test_kill9_during_holds_and_releases_loses_nothing(tmp_path):
         assert held_list(cfg, "released")
     finally:
         srv.stop()
+        first.kill_group()  # the killed serve's scan workers
+        for p in children:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         sink.stop()
+    # Nothing of either serve is left behind (forkserver, scan workers, resource tracker).
+    for s in (first, srv):
+        assert not _group_alive(s.proc.pid), f"processes of serve {s.proc.pid} outlived the test"
+
+
+def _group_alive(pgid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.1)
+    return True

@@ -91,8 +91,12 @@ async def test_status_is_ok_and_shows_the_held_queue(upstream, tmp_path: Path) -
         report = json.loads(out)
         assert report["ok"] is True and report["held"] == 1
         assert report["oldest_held_age_seconds"] >= 1
-        assert set(report["checks"]) == {"relay", "store", "upstream"}
-        assert "1234" not in out and "9018" not in out  # counts and ages only
+        assert set(report["checks"]) == {"relay", "store", "upstream", "reload"}
+        assert report["reload"]["result"] == "started" and report["policy"]["rules"] >= 1
+        # counts and ages only (the reload's pid and the policy's sha256 are not message data)
+        shown = {k: v for k, v in report.items() if k not in ("reload", "policy")}
+        shown["checks"] = {k: v for k, v in report["checks"].items() if k != "reload"}
+        assert "1234" not in json.dumps(shown) and "9018" not in json.dumps(shown)
 
         code, out, _ = await mailguard(config, "status")
         assert "held      1 message(s), oldest 0m0" in out

@@ -195,7 +195,13 @@ def test_release_failure_logs_to_stderr_not_stdout(site: Path, capsys) -> None:
     cfg = site / "down.toml"
     cfg.write_text(DESIGN_EXAMPLE.replace("127.0.0.1:10026", "127.0.0.1:1")
                    + "\n[log]\nlevel = \"info\"\n", encoding="utf-8")
+    # Without --verbose only the message (issue 13.11); with it, the log lines too,
+    # and either way on stderr, never stdout.
     assert main(["-c", str(cfg), "held", "release", hold_id, "--reason", "ok"]) == EXIT_FAILED
+    captured = capsys.readouterr()
+    assert captured.out == "" and "it stays held" in captured.err
+    assert not [line for line in captured.err.splitlines() if line.startswith("{")], captured.err
+    assert main(["-c", str(cfg), "held", "release", hold_id, "--reason", "ok", "--verbose"]) == EXIT_FAILED
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "it stays held" in captured.err

@@ -106,3 +106,23 @@ def test_utf8_sender_that_is_not_one_addr_spec_adds_no_address(held, mail_from):
                        sender="postmaster@city.example.lg.jp")
     msg = email.message_from_string(raw.decode("utf-8"), policy=default)
     assert msg["Bcc"] is None and "victim" not in str(msg["To"]) and "a@x.example" not in str(msg["To"])
+
+
+@pytest.mark.parametrize("english, japanese", [
+    ("3 My Number(s) at medium confidence or above (high 2, medium 1): ********9018, ********1234",
+     "個人番号 3 人分(信頼度「中」以上; 高 2、中 1): ********9018, ********1234"),
+    ("no My Number at high confidence or above", "信頼度「高」以上の個人番号は見つかりませんでした"),
+    ("reply-all: 3 address(es) in To/Cc", "全員に返信(To/Cc に 3 件のアドレス)"),
+    ("a reply", "返信"),
+    ("2 external recipient(s) in 1 organisation(s): a.example.com, b.example.com",
+     "外部の宛先 2 件(1 組織): a.example.com, b.example.com"),
+    ("4 internal recipient(s)", "内部の宛先 4 件"),
+    ("1 item(s) could not be inspected: attachment:a.zip (encrypted zip)",
+     "検査できなかった内容 1 件: attachment:a.zip (encrypted zip)"),
+    ("12 external address(es) visible in To/Cc (of 13)", "To/Cc に見える外部のアドレス 12 件(13 件中)"),
+    ("something new", "something new"),
+])
+def test_reasons_read_in_japanese(english: str, japanese: str) -> None:
+    from mailguard.notices import reason_ja
+
+    assert reason_ja(english) == japanese
