@@ -17,10 +17,13 @@ against Pillow's decoder, restricted to the raster formats we accept); sizes
 are read from the header and checked against max_pixels BEFORE any pixel is
 decoded (a 50,000 x 50,000 PNG costs a header read); each frame of a TIFF,
 GIF or WebP is its own page; EXIF orientation is applied; ocr_prepare
-grays, scales, flattens lighting, binarises and deskews up to 15 degrees;
-Tesseract (jpn: it reads ASCII digits as well as kanji) runs with automatic
-orientation (--psm 1: OSD picks 90/180/270); when that reads little, each
-quarter turn is tried and the reading with the most confident digits kept.
+grays, scales (down to ~6 MP, up for small images), measures skew on a
+binarised copy and deskews up to 15 degrees; Tesseract OSD picks the quarter
+turn, or, when it is unsure (a card has little text), each quarter turn is
+read (jpn, --psm 3) and the reading with the most confident digits kept.
+Lines with digits are read a second time with the eng model (jpn misread one
+digit in about a quarter of the numbers on blurred photos; bench/ocr.py) and
+that reading follows the line, so keywords stay next to the number.
 
 Engine: pytesseract runs the tesseract binary as a child process. A crash or
 hang in a decoder inside Tesseract/Leptonica kills only that child, and the
@@ -55,9 +58,11 @@ from mailguard import ocr_prepare
 
 READ, SKIPPED, UNSCANNABLE = "read", "skipped", "unscannable"
 
-LANG = "jpn"  # jpn_fast reads digits and Latin; +eng doubled the time for no recall
+LANG = "jpn"  # layout, kanji and kana (keywords)
+DIGIT_LANG = "eng"  # re-reads lines with digits: jpn misreads one digit in ~4 numbers, eng far fewer
 MIN_STRIP = 8  # px: thinner than this is a spacer or a rule, never text
 WEAK_CONFIDENCE = 60.0  # mean word confidence below which other rotations are tried
+OSD_CONFIDENCE = 2.0  # Tesseract OSD orientation confidence we trust
 
 # Tesseract uses OpenMP threads per process; scan workers are processes already,
 # and threads across them only contend on shared cores (2x slower measured).
@@ -155,14 +160,14 @@ class _OcrFailed(Exception):
     """Tesseract failed or timed out; the message is the reason."""
 
 
-def _tesseract(img: Image.Image, psm: int, timeout: float) -> list[tuple[int, int, int, int, int, float, str]]:
-    """Words as (block, par, line, left, top, conf, text), in Tesseract's reading order."""
+def _tesseract(img: Image.Image, psm: int, timeout: float, lang: str = LANG, config: str = "") -> list[tuple]:
+    """Words as (block, par, line, left, top, width, height, conf, text), in reading order."""
     import pytesseract
 
     if timeout < 0.2:
         raise _OcrFailed("OCR time budget exhausted")
     try:
-        tsv = pytesseract.image_to_data(img, lang=LANG, config=f"--psm {psm}", timeout=timeout)
+        tsv = pytesseract.image_to_data(img, lang=lang, config=f"--psm {psm} {config}".strip(), timeout=timeout)
     except RuntimeError as exc:  # pytesseract's timeout
         raise _OcrFailed("OCR timed out" if "timeout" in str(exc).lower() else "OCR failed") from exc
     except pytesseract.TesseractNotFoundError as exc:
@@ -177,7 +182,8 @@ def _tesseract(img: Image.Image, psm: int, timeout: float) -> list[tuple[int, in
         if len(f) < 12 or not f[11].strip():
             continue
         try:
-            words.append((int(f[2]), int(f[3]), int(f[4]), int(f[6]), int(f[7]), float(f[10]), f[11].strip()))
+            words.append((int(f[2]), int(f[3]), int(f[4]), int(f[6]), int(f[7]), int(f[8]), int(f[9]),
+                          float(f[10]), f[11].strip()))
         except ValueError:
             continue
     return words
@@ -187,23 +193,36 @@ def _is_cjk(c: str) -> bool:
     return not c.isascii() and unicodedata.east_asian_width(c) in "WF"
 
 
-def words_to_text(words) -> str:
-    """Join words into lines: a space between words unless both sides are
-    CJK (Tesseract's jpn model splits 個人番号 into characters)."""
-    lines: list[str] = []
-    key, cur = None, ""
-    for block, par, line, _l, _t, _conf, text in words:
-        k = (block, par, line)
-        if k != key:
-            if cur:
-                lines.append(cur)
-            key, cur = k, text
-        elif cur and _is_cjk(cur[-1]) and _is_cjk(text[0]):
+def _lines(words) -> list[list[tuple]]:
+    out: list[list[tuple]] = []
+    key = None
+    for w in words:
+        if w[:3] != key:
+            out.append([])
+            key = w[:3]
+        out[-1].append(w)
+    return out
+
+
+def _join(line: list[tuple]) -> str:
+    """A space between words unless both sides are CJK (Tesseract's jpn model
+    splits 個人番号 into characters)."""
+    cur = ""
+    for *_, text in line:
+        if cur and _is_cjk(cur[-1]) and _is_cjk(text[0]):
             cur += text
         else:
-            cur += " " + text
-    if cur:
-        lines.append(cur)
+            cur += (" " if cur else "") + text
+    return cur
+
+
+def words_to_text(words, extra: dict[int, str] | None = None) -> str:
+    """Lines in reading order; extra[i] (a second reading of line i) follows line i."""
+    lines = []
+    for i, line in enumerate(_lines(words)):
+        lines.append(_join(line))
+        if extra and extra.get(i):
+            lines.append(extra[i])
     out = "\n".join(lines)
     for wrong, right in _FIXUPS:
         out = out.replace(wrong, right)
@@ -226,24 +245,64 @@ def _score(words) -> tuple[float, float]:
     return score, (sum(confs) / len(confs) if confs else 0.0)
 
 
+def _orientation(img: Image.Image, deadline: float) -> int | None:
+    """Tesseract OSD's quarter turn (clockwise degrees to apply), or None when
+    it is unsure (too little text, as on a card)."""
+    import pytesseract
+
+    timeout = deadline - time.monotonic()
+    if timeout < 0.5:
+        return None
+    try:
+        osd = pytesseract.image_to_osd(img, config="--psm 0", timeout=timeout)
+    except (RuntimeError, OSError, pytesseract.TesseractError):
+        return None  # "Too few characters": the rotation search below decides
+    fields = dict(line.split(":", 1) for line in osd.splitlines() if ":" in line)
+    try:
+        rotate, conf = int(fields["Rotate"]), float(fields["Orientation confidence"])
+    except (KeyError, ValueError):
+        return None
+    return rotate % 360 if conf >= OSD_CONFIDENCE else None
+
+
+def _reread_digits(img: Image.Image, words, deadline: float) -> dict[int, str]:
+    """Second reading, with the eng model, of each line holding 4+ digits."""
+    extra = {}
+    for i, line in enumerate(_lines(words)):
+        if sum(c.isdigit() for *_, t in line for c in t) < 4:
+            continue
+        left = min(w[3] for w in line)
+        top = min(w[4] for w in line)
+        right = max(w[3] + w[5] for w in line)
+        bottom = max(w[4] + w[6] for w in line)
+        pad = max(4, (bottom - top) // 3)
+        crop = img.crop((max(0, left - pad), max(0, top - pad), right + pad, bottom + pad))
+        try:
+            got = _tesseract(crop, 7, deadline - time.monotonic(), lang=DIGIT_LANG)
+        except _OcrFailed:
+            break  # the first reading stands
+        text = " ".join(w[-1] for w in got)
+        if sum(c.isdigit() for c in text) >= 4:
+            extra[i] = text
+    return extra
+
+
 def _recognise(img: Image.Image, deadline: float) -> tuple[str, int, float]:
     """Best reading over orientations -> (text, rotation, mean confidence)."""
-    words = _tesseract(img, 1, deadline - time.monotonic())  # OSD + layout
-    score, conf = _score(words)
-    best = (score, conf, 0, words)
-    if conf >= WEAK_CONFIDENCE and score >= 12:
-        return words_to_text(words), 0, conf
-    # OSD needs plenty of text; a card has little. Try the quarter turns.
-    for rot in (90, 270, 180, 0):
-        if deadline - time.monotonic() < 0.5 and best[0] > 0:
+    rot = _orientation(img, deadline)
+    best: tuple | None = None
+    for r in ([rot] if rot is not None else [0, 90, 270, 180]):
+        if best is not None and deadline - time.monotonic() < 1.0:
             break  # keep what we have rather than fail the page
-        turned = img.rotate(-rot, expand=True) if rot else img
+        turned = img.rotate(-r, expand=True) if r else img
         words = _tesseract(turned, 3, deadline - time.monotonic())
         score, conf = _score(words)
-        if score > best[0]:
-            best = (score, conf, rot, words)
-    score, conf, rot, words = best
-    return words_to_text(words), rot, conf
+        if best is None or score > best[0]:
+            best = (score, conf, r, words, turned)
+        if conf >= WEAK_CONFIDENCE and score >= 12:
+            break  # a clear reading; upside-down text never scores this well
+    score, conf, r, words, turned = best
+    return words_to_text(words, _reread_digits(turned, words, deadline)), r, conf
 
 
 # ---------------------------------------------------------------- decoding
@@ -324,12 +383,13 @@ def read_image(data: bytes, name: str, *, time_budget: float, max_pixels: int, m
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.init()  # registers every plugin, so `formats` can name MPO
             im = Image.open(io.BytesIO(data), formats=formats)  # header only
             pages = _read_frames(im, kind, ok, detail, deadline, max_pixels, min_side, max_frames)
     except Image.DecompressionBombError:
         return OcrResult(name, kind, UNSCANNABLE, "image is over Pillow's pixel limit (decompression bomb?); not decoded")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error,
-            IndexError, TypeError, MemoryError) as exc:
+            IndexError, KeyError, TypeError, MemoryError) as exc:
         return OcrResult(name, kind, UNSCANNABLE, f"{kind} image cannot be decoded ({exc.__class__.__name__})")
     return _summary(name, kind, pages)
 
