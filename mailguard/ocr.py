@@ -304,7 +304,10 @@ def _recognise(img: Image.Image, deadline: float) -> tuple[str, int, float]:
     """Best reading over orientations -> (text, rotation, mean confidence)."""
     rot = _orientation(img, deadline)
     best: tuple | None = None
-    for r in ([rot] if rot is not None else [0, 90, 270, 180]):
+    # OSD's pick first; the other turns only if its reading is weak (OSD is
+    # sometimes confidently wrong on skewed, blurred forms).
+    order = [0, 90, 270, 180] if rot is None else [rot] + [r for r in (0, 180, 90, 270) if r != rot]
+    for r in order:
         if best is not None and deadline - time.monotonic() < 1.0:
             break  # keep what we have rather than fail the page
         turned = img.rotate(-r, expand=True) if r else img
