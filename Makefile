@@ -1,9 +1,11 @@
 # The two commands in the README. Both work on a fresh Debian machine.
 .PHONY: run test test-fast bench
 
+# A demo in a checkout may be started as root (a fresh machine, a container):
+# the store is ./var/mailguard, not a production store an admin group shares.
 run:
 	scripts/setup run
-	.venv/bin/mailguard serve
+	MAILGUARD_ALLOW_ROOT=1 .venv/bin/mailguard serve
 
 test:
 	scripts/setup test
