@@ -152,7 +152,8 @@ class _HeldCollector:
         return []
 
 
-REGISTRY.register(_HeldCollector())
+HELD_COLLECTOR = _HeldCollector()
+REGISTRY.register(HELD_COLLECTOR)
 
 
 def held_counts(store: object) -> tuple[int, float | None]:
@@ -187,14 +188,15 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-def start_server(listen: str) -> MetricsServer | None:
+def start_server(listen: str, registry: CollectorRegistry | None = None) -> MetricsServer | None:
     """Serve /metrics on listen ('HOST:PORT'); '' means off. Runs in a daemon
     thread (prometheus-client's WSGI server), so a slow scraper never blocks the
     relay's event loop."""
     if not listen:
         return None
     host, port = split_hostport(listen)
-    server, thread = start_http_server(port, addr=host, registry=REGISTRY)
+    # registry: the supervisor's sum over its workers (supervise.py); else this process's.
+    server, thread = start_http_server(port, addr=host, registry=registry or REGISTRY)
     from mailguard.log import get_logger
 
     get_logger().info("metrics_started", listen=listen)
