@@ -205,7 +205,7 @@ async def act(decision: Decision, message: Message, leg: UpstreamLeg, *,
     try:
         log.info(
             {TEMPFAIL: "tempfailed"}.get(acted.outcome, acted.outcome), **message.log_fields(),
-            decision=decision.action, rule=decision.rule, upstream=acted.upstream,
+            decision=decision.action, rule=decision.rule, persons=decision.persons, upstream=acted.upstream,
             reply=acted.reply.split("\r\n")[-1][:120], hold_id=acted.hold_id,
             duration_ms=round((time.monotonic() - message.started) * 1000, 1),
         )

@@ -41,6 +41,9 @@ class ServerConfig:
     max_commands: int = 10000  # per connection; stops a client that loops forever
     command_timeout: float = 300.0  # RFC 5321 4.5.3.2 minimums are 5 minutes
     hostname: str = ""  # banner / EHLO name; empty = the machine's FQDN
+    # serve processes sharing the listening socket (issue 15); "auto" in the
+    # file = os.cpu_count(), resolved at load
+    processes: int = 1
 
     @property
     def host(self) -> str:
@@ -229,9 +232,24 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             values[key] = _build(hint, value, source, where + ".")
+        elif where == "server.processes":
+            values[key] = _processes(value, source, where)
         else:
             values[key] = _coerce(hint, value, source, where)
     return cls(**values)
+
+
+MAX_PROCESSES = 64
+
+
+def _processes(value: Any, source: str, where: str) -> int:
+    """server.processes: a count from 1 to MAX_PROCESSES, or "auto" (one per core)."""
+    if value == "auto":
+        return max(1, min(MAX_PROCESSES, os.cpu_count() or 1))
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PROCESSES:
+        return value
+    raise ConfigError(source, where, f'expected "auto" or a whole number from 1 to {MAX_PROCESSES}, '
+                                     f"got {value!r}")
 
 
 def _coerce(hint: Any, value: Any, source: str, where: str) -> Any:

@@ -269,7 +269,7 @@ class Holder:
         ev = _evidence(mail_from, rcpt_tos, data, decision)
         held = await asyncio.to_thread(self._hold_durably, mail_from, list(rcpt_tos), data, decision, ev,
                                        tuple(mail_options))
-        log.info("held", id=held.id, rule=held.rule, persons=held.persons, size=held.size)
+        log.debug("held", id=held.id, rule=held.rule, persons=held.persons, size=held.size)
         task = asyncio.create_task(self.notifier.send(HELD_NOTICE, held))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -152,7 +152,8 @@ class _HeldCollector:
         return []
 
 
-REGISTRY.register(_HeldCollector())
+HELD_COLLECTOR = _HeldCollector()
+REGISTRY.register(HELD_COLLECTOR)
 
 
 def held_counts(store: object) -> tuple[int, float | None]:
@@ -187,7 +188,7 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-def start_server(listen: str) -> MetricsServer | None:
+def start_server(listen: str, registry: CollectorRegistry | None = None) -> MetricsServer | None:
     """Serve /metrics on listen ('HOST:PORT'); '' means off. Runs in a daemon
     thread (prometheus-client's WSGI server), so a slow scraper never blocks the
     relay's event loop."""
@@ -195,7 +196,8 @@ def start_server(listen: str) -> MetricsServer | None:
         return None
     host, port = split_hostport(listen)
     try:
-        server, thread = start_http_server(port, addr=host, registry=REGISTRY)
+        # registry: the supervisor's sum over its workers (supervise.py); else this process's.
+        server, thread = start_http_server(port, addr=host, registry=registry or REGISTRY)
     except OSError as exc:
         # prometheus-client's own error does not say which address (issue 13.11).
         raise OSError(exc.errno, f"cannot listen for metrics on {listen} (metrics.listen): "

@@ -104,7 +104,8 @@ class Pipeline:
         # The facts travel with the decision so the audit record can name the
         # organisations, reply-all and visible addresses (issue 17).
         decision = replace(decide(facts, self.policy), facts=facts)
-        self._log.info(
+        # Details at debug: act logs the one info line per message (issue 15).
+        self._log.debug(
             "decided",
             action=decision.action,
             rule=decision.rule,

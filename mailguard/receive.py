@@ -16,7 +16,8 @@ aiosmtpd is used through its public API: constructor options, the
 ``line_length_limit`` class attribute, handler hooks, ``smtp_<VERB>`` overrides
 (every verb is wrapped to count commands and refuse denied clients),
 ``push``/``handle_exception``, ``session``/``envelope``/``transport``. The one
-exception, the DATA reader's access to the connection's StreamReader, lives in
+exceptions (the DATA reader's access to the connection's StreamReader, the
+constructor without per-connection reflection, the address parser) live in
 smtp_compat.py with a contract test.
 
 SECURITY: everything from the client is hostile. Only ``server.allowed_clients``
@@ -44,7 +45,7 @@ import time
 from typing import Awaitable, Callable, Coroutine
 
 import structlog
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import Envelope, Session
 
 from mailguard import replies
 from mailguard.act import (
@@ -63,7 +64,7 @@ from mailguard.config import Config
 from mailguard.errors import ForwardError
 from mailguard.log import get_logger
 from mailguard.policy import ACTIONS, Decision
-from mailguard.smtp_compat import read_data
+from mailguard.smtp_compat import CompatSMTP, init_smtp, read_data
 from mailguard.upstream import NO_SMTPUTF8, UpstreamPool, begin, needs_smtputf8
 
 log = get_logger()
@@ -164,7 +165,7 @@ def _count_commands(cls: type[RelaySMTP]) -> type[RelaySMTP]:
 
 
 @_count_commands
-class RelaySMTP(SMTP):
+class RelaySMTP(CompatSMTP):
     """aiosmtpd's SMTP with the relay's access check, limits, DATA reader and replies."""
 
     # aiosmtpd builds its StreamReader with this limit. It bounds one read, not a
@@ -173,7 +174,9 @@ class RelaySMTP(SMTP):
 
     def __init__(self, relay: Relay) -> None:
         cfg = relay.config.server
-        super().__init__(
+        # SMTP.__init__'s work without its per-connection reflection (smtp_compat).
+        init_smtp(
+            self,
             relay,
             data_size_limit=cfg.max_message_size,
             enable_SMTPUTF8=False,  # decided per EHLO from what the upstream offers
@@ -208,7 +211,7 @@ class RelaySMTP(SMTP):
         if self.denied:
             log.warning("client_refused", peer=where)
         else:
-            log.info("connected", peer=where)
+            log.debug("connected", peer=where)  # info: one line per message (act)
         super().connection_made(transport)
         setattr(self.session, "mailguard", conv)  # a Session carries its handler's state
         self.relay.connections.add(self)
@@ -365,7 +368,7 @@ class Relay:
     async def end_conversation(self, conv: Conversation) -> None:
         await conv.leg.reset()
         await conv.leg.drop(reusable=True)
-        log.info("disconnected", commands=conv.commands, transactions=conv.transactions)
+        log.debug("disconnected", commands=conv.commands, transactions=conv.transactions)
 
     # ------------------------------------------------------------ hooks
     async def handle_HELO(self, server: RelaySMTP, session: Session, envelope: Envelope, hostname: str) -> str:

@@ -9,7 +9,17 @@ million findings peaks near 230 MB.
 
 SECURITY: handles whole untrusted messages and documents. Extraction runs in
 worker processes (Scanner) so a hostile attachment can neither stall the event
-loop nor take the relay down; a per-message deadline is checked cooperatively
+loop nor take the relay down, except for small plain-text messages, which the
+Scanner scans on the event loop itself (issue 15: the process hop cost more
+than the scan). The worker's memory cap does not apply there, so what may be
+scanned inline is bounded by its shape instead (``inline_scannable``): at most
+INLINE_MAX_BYTES (16 KB) in all, a single part (no Content-Type, or text/plain
+without a name), no Content-Disposition, no Content-Transfer-Encoding other
+than 7bit/8bit (nothing is decoded or expanded) and no NUL byte (a body with
+NUL is sniffed as a file): header values and one decoded text, a few times
+16 KB of memory. Time is bounded by INLINE_DEADLINE (50 ms, cooperative):
+a scan that reaches it is thrown away and the message goes to a worker under
+the usual limits.scan_timeout, counted from the start; a per-message deadline is checked cooperatively
 inside the worker (partial results plus "scan time limit exceeded"), and a
 worker stuck past the hard timeout is killed and replaced. Each worker's
 address space is capped (limits.max_worker_memory, RLIMIT_AS): a MemoryError
@@ -34,6 +44,7 @@ INTERFACE (fixed; the policy, hold store and CLI code against it):
         numbers         distinct valid numbers at any confidence (all findings)
     scan_message(data: bytes, limits: LimitsConfig, keywords=(), negative=()) -> ScanReport
         synchronous, no network; runs in a worker
+    inline_scannable(data) -> bool   small single-part text: Scanner scans it in-process
     scan_file(path, limits, ...) -> ScanReport         an .eml or a bare document
     class Scanner(limits):  async scan(data) -> ScanReport
         off the event loop, bounded by limits.scan_timeout; raises ScanError
@@ -46,6 +57,7 @@ import asyncio
 import concurrent.futures
 import multiprocessing
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
@@ -294,6 +306,35 @@ def _worker_init(max_memory: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (max_memory, hard))
 
 
+INLINE_MAX_BYTES = 16 * 1024  # ~6 ms of detection for ASCII, ~10 ms for Japanese text
+INLINE_DEADLINE = 0.05  # seconds on the event loop before the scan goes to a worker
+_INLINE_CTE = frozenset((b"", b"7bit", b"8bit"))
+_HEADER = re.compile(rb"^(content-type|content-disposition|content-transfer-encoding)[ \t]*:"
+                     rb"((?:[^\r\n]|\r?\n[ \t])*)", re.I | re.M)
+
+
+def inline_scannable(data: bytes) -> bool:
+    """Small enough and plain enough to scan on the event loop (see SECURITY)."""
+    if len(data) > INLINE_MAX_BYTES or b"\x00" in data:
+        return False
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    head = data[:end + 2]
+    if head.count(b"\r") != head.count(b"\r\n"):
+        return False  # a bare CR may end a header line for the parser, not for _HEADER
+    seen: dict[bytes, bytes] = {}
+    for m in _HEADER.finditer(head):
+        name = m.group(1).lower()
+        if name in seen or name == b"content-disposition":
+            return False
+        seen[name] = b" ".join(m.group(2).split()).lower()
+    ctype = seen.get(b"content-type", b"text/plain")
+    if not ctype.startswith(b"text/plain") or b"name" in ctype:
+        return False
+    return seen.get(b"content-transfer-encoding", b"") in _INLINE_CTE
+
+
 class Scanner:
     """Scans off the event loop in a process pool, bounded by limits.scan_timeout.
 
@@ -333,9 +374,24 @@ class Scanner:
         pool.shutdown(wait=False, cancel_futures=True)
         self._log.warning("scan_worker_replaced", workers=len(processes))
 
+    def _scan_inline(self, data: bytes) -> ScanReport | None:
+        """Scan on the event loop; None when INLINE_DEADLINE ran out (a worker scans it)."""
+        try:
+            report = scan_message(data, self.limits, self.keywords, self.negative, self.key,
+                                  time.monotonic() + INLINE_DEADLINE)
+        except Exception as exc:
+            raise ScanError(f"scan failed: {type(exc).__name__}") from exc
+        if any(u.reason == TIME_LIMIT_REASON for u in report.unscannable):
+            return None
+        return report
+
     async def scan(self, data: bytes) -> ScanReport:
         loop = asyncio.get_running_loop()
         started = time.time()
+        if inline_scannable(data):
+            report = self._scan_inline(data)
+            if report is not None:
+                return report
         for attempt in (1, 2):
             pool = self._get_pool()
             generation = self._generation

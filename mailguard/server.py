@@ -12,6 +12,8 @@ transactions in flight finish (each connection closes after its current
 transaction), then exit 0. After SHUTDOWN_GRACE seconds the rest are cut; they
 never got a 250, so their clients still have the mail.
 
+``server.processes`` = N > 1: supervise.py runs N of these on one socket.
+
 SIGHUP: read the configuration file again and build new services. A bad config or
 policy is logged and refused; the old services keep running. Connections in
 flight finish on the services they started with. ``server.listen`` can not change
@@ -27,11 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 from dataclasses import dataclass
 
-from mailguard import metrics
+from mailguard import metrics, supervise
 from mailguard.act import Inspector
 from mailguard.config import Config, load_config
 from mailguard.hold import Holder, Recorder
@@ -62,7 +65,7 @@ class Services:
         await self.pool.close()
 
 
-def build_services(config: Config, *, recover: bool = True) -> Services:
+def build_services(config: Config, *, recover: bool = True, expiry: bool = True) -> Services:
     """Build every service from one config. Raises (ConfigError, PolicyError, ...)
     when something is wrong, so a reload can refuse it and keep the old ones.
 
@@ -70,7 +73,10 @@ def build_services(config: Config, *, recover: bool = True) -> Services:
     skips it: nothing crashed, and recovery beside this process's own holds in
     flight could take a temporary file in the instant between its O_EXCL create
     and its flock (that hold would then 451), while blocking the event loop
-    for a scan of the whole store."""
+    for a scan of the whole store.
+
+    ``expiry`` runs the periodic expiry here; with ``server.processes`` > 1 only
+    worker 0 does (supervise.py)."""
     pipeline = Pipeline(config)
     pool = UpstreamPool(config.upstream, local_hostname=local_hostname(config))
     # The hold store (issue 6): recovery first (safe beside a running CLI: it only
@@ -78,7 +84,8 @@ def build_services(config: Config, *, recover: bool = True) -> Services:
     holder = Holder(config)
     if recover:
         holder.recover()
-    holder.start()
+    if expiry:
+        holder.start()
     return Services(pipeline=pipeline, pool=pool, holder=holder, recorder=Recorder(config, holder.audit))
 
 
@@ -105,10 +112,18 @@ def quiet_aiosmtpd() -> None:
 
 class App:
     def __init__(self, config: Config, config_path: str | None = None,
-                 services: Services | None = None) -> None:
+                 services: Services | None = None, *, sock: socket.socket | None = None,
+                 worker: int | None = None) -> None:
         self.config = config
         self.config_path = config_path
-        self.services = services or build_services(config)
+        # A worker of supervise.py: the parent's socket; store recovery only in
+        # worker 0's first start, expiry only in worker 0, metrics in the parent.
+        self.sock = sock
+        self.worker = worker
+        self.expiry = worker in (None, 0)
+        self.services = services or build_services(
+            config, recover=worker is None or bool(os.environ.get(supervise.ENV_RECOVER)),
+            expiry=self.expiry)
         self.relay = Relay(
             config, self.services.pipeline, self.services.pool,
             holder=self.services.holder, recorder=self.services.recorder,
@@ -125,11 +140,18 @@ class App:
         loop = asyncio.get_running_loop()
         host = self.config.server.host
         port = self.config.server.port if port is None else port
-        self.server = await loop.create_server(lambda: RelaySMTP(self.relay), host, port)
+        if self.sock is not None:
+            self.server = await loop.create_server(lambda: RelaySMTP(self.relay), sock=self.sock)
+        else:
+            self.server = await loop.create_server(lambda: RelaySMTP(self.relay), host, port)
         self.port = self.server.sockets[0].getsockname()[1]
-        log.info("listening", address=f"{host}:{self.port}", upstream=self.config.upstream.url)
+        log.info("listening", address=f"{host}:{self.port}", upstream=self.config.upstream.url,
+                 **({"worker": self.worker} if self.worker is not None else {}))
         self._record_state("started")
-        self._start_metrics()
+        if self.worker is None:
+            self._start_metrics()  # with workers, the parent serves the one endpoint
+        else:
+            supervise.ready(self.worker)
         return self.port
 
     def _start_metrics(self) -> None:
@@ -176,7 +198,7 @@ class App:
         """Re-read the config file and rebuild the services; keep the old on error."""
         try:
             config = load_config(self.config_path)
-            services = build_services(config, recover=False)
+            services = build_services(config, recover=False, expiry=self.expiry)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the running config
             # The whole reason (file:line and why): log.py does not cut this event short.
             log.error("reload_refused", error=type(exc).__name__, reason=str(exc))
@@ -229,7 +251,14 @@ class App:
 
 
 def serve(config: Config, config_path: str | None = None) -> int:
+    """One process, a supervised worker (its parent passed the socket), or,
+    with ``server.processes`` > 1, the supervisor of that many workers."""
+    inherited = supervise.worker_socket()
+    if inherited is None and config.server.processes > 1:
+        return supervise.supervise(config, config_path)
+    sock, worker = inherited if inherited is not None else (None, None)
+
     async def main() -> int:
-        return await App(config, config_path).run()
+        return await App(config, config_path, sock=sock, worker=worker).run()
 
     return asyncio.run(main())

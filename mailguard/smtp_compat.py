@@ -1,7 +1,11 @@
-"""The one place mailguard touches aiosmtpd below its public API: the DATA reader.
+"""The one place mailguard touches aiosmtpd below its public API.
 
     read_data(smtp, limit) -> bytes | None     the DATA content up to CRLF "." CRLF,
                                                dot-unstuffed; None when over ``limit``
+    init_smtp(smtp, handler, **options)        SMTP.__init__ without its per-connection
+                                               reflection (tables cached per class)
+    getaddr(smtp, arg) -> (address, rest)      SMTP._getaddr without a class per call
+    CompatSMTP                                 SMTP whose _getaddr is getaddr (receive's base)
     RELIED_ON                                  what this module assumes of aiosmtpd;
                                                tests/unit/test_smtp_compat.py checks it
 
@@ -20,19 +24,47 @@ exactly "." CRLF: a bare LF or CR never ends a line, so <LF>.<LF>, <LF>.<CR><LF>
 and <CR>.<CR> stay content (no smuggling). Memory is bounded by ``limit``: past
 it the rest is drained and dropped.
 
+Why the constructor (issue 15): aiosmtpd's ``SMTP.__init__`` runs
+``inspect.getmembers`` over the protocol and the handler, ``dir()`` twice and
+``inspect.signature`` on every connection, to build its tables of AUTH
+mechanisms, handler hooks and ``smtp_<VERB>`` methods: a fifth of the relay's
+CPU per message with a new connection per message. ``init_smtp`` sets exactly
+the attributes ``SMTP.__init__`` sets for the options the relay uses (no TLS,
+no AUTH, no PROXY, no call limit), from names computed once per (protocol
+class, handler class) and bound per connection. The contract test builds one
+protocol both ways and compares every attribute. Likewise aiosmtpd's
+``_getaddr`` defines a ``typing.Protocol`` class on every MAIL/RCPT (a class
+creation per address); ``getaddr`` is the same parse without it, with a fast
+path for plain ``<local@domain>`` addresses that the test checks against
+aiosmtpd's own parser.
+
 DIAGNOSTICS: none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import re
+import socket
+from typing import Any
 
+import aiosmtpd.smtp as aiosmtpd_smtp
 from aiosmtpd.smtp import SMTP
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 
 # aiosmtpd internals this module relies on (name -> what it must be).
 RELIED_ON = {
     "SMTP._reader": "the connection's asyncio.StreamReader, set by _cb_client_connected, "
                     "from which _handle_client reads command lines",
+    "SMTP.__init__": "sets the attributes init_smtp sets (the contract test compares them)",
+    "SMTP._auth_methods": "name -> _AuthMechAttr(method, is_builtin) from auth_* members",
+    "SMTP._handle_hooks": "verb -> the handler's bound handle_<VERB>",
+    "SMTP._smtp_methods": "verb -> the protocol's bound smtp_<VERB>",
+    "SMTP._ehlo_hook_ver": "None, 'old' or 'new' after the handler's handle_EHLO arity",
+    "SMTP._getaddr": "(address, rest) of a MAIL/RCPT argument; (None, None) if unparsable",
+    "aiosmtpd.smtp._AuthMechAttr, login_always_fail, __ident__": "module names init_smtp uses",
 }
 
 
@@ -96,3 +128,115 @@ async def read_data(smtp: SMTP, limit: int | None) -> bytes | None:
     if data.startswith(b"."):
         data = data[1:]
     return data.replace(b"\r\n.", b"\r\n")
+
+
+# ------------------------------------------------------------------ constructor
+
+_Tables = tuple[tuple[tuple[str, str, bool], ...], tuple[tuple[str, str], ...],
+                tuple[tuple[str, str], ...], "str | None"]
+_tables: dict[tuple[type, type], _Tables] = {}
+
+
+def _class_tables(smtp: SMTP, handler: Any) -> _Tables:
+    """The member names aiosmtpd's __init__ finds by reflection, once per class pair."""
+    key = (type(smtp), type(handler))
+    tables = _tables.get(key)
+    if tables is None:
+        auth = tuple(
+            (getattr(mfunc, "__auth_mechanism_name__", mname.replace("auth_", "").replace("__", "-")),
+             mname, obj is smtp)
+            for obj in (smtp, handler)
+            for mname, mfunc in inspect.getmembers(obj)
+            if mname.startswith("auth_")
+        )
+        hooks = tuple((m.replace("handle_", ""), m) for m in dir(handler) if m.startswith("handle_"))
+        ehlo = getattr(handler, "handle_EHLO", None)
+        ehlo_ver = None
+        if ehlo is not None:
+            n = len(inspect.signature(ehlo).parameters)
+            if n not in (4, 5):
+                raise RuntimeError("Unsupported EHLO Hook")
+            ehlo_ver = "old" if n == 4 else "new"
+        verbs = tuple((m.replace("smtp_", ""), m) for m in dir(smtp) if m.startswith("smtp_"))
+        tables = _tables[key] = (auth, hooks, verbs, ehlo_ver)
+    return tables
+
+
+def init_smtp(smtp: SMTP, handler: Any, *, data_size_limit: int | None, enable_SMTPUTF8: bool,
+              decode_data: bool, hostname: str | None, ident: str | None, timeout: float,
+              loop: asyncio.AbstractEventLoop) -> None:
+    """What ``SMTP.__init__(handler, ...)`` does with these options and no TLS,
+    AUTH, PROXY or call limit, without reflecting over the classes each time."""
+    smtp.__ident__ = ident or aiosmtpd_smtp.__ident__  # type: ignore[attr-defined]
+    smtp.loop = loop
+    asyncio.StreamReaderProtocol.__init__(
+        smtp, asyncio.StreamReader(loop=loop, limit=smtp.line_length_limit),
+        client_connected_cb=smtp._cb_client_connected, loop=loop)
+    smtp.event_handler = handler
+    smtp.data_size_limit = data_size_limit
+    smtp.enable_SMTPUTF8 = enable_SMTPUTF8
+    smtp._decode_data = decode_data
+    smtp.command_size_limits.clear()
+    smtp.hostname = hostname or socket.getfqdn()
+    smtp.tls_context = None
+    smtp.require_starttls = None  # aiosmtpd: tls_context and require_starttls
+    smtp._timeout_duration = timeout
+    smtp._timeout_handle = None
+    smtp._tls_handshake_okay = True
+    smtp._tls_protocol = None
+    smtp._original_transport = None
+    smtp.session = None
+    smtp.envelope = None
+    smtp.transport = None
+    smtp._handler_coroutine = None
+    smtp._auth_require_tls = True
+    smtp._proxy_timeout = None
+    smtp._auth_callback = aiosmtpd_smtp.login_always_fail
+    smtp._authenticator = None
+    smtp._auth_required = False
+    auth, hooks, verbs, ehlo_ver = _class_tables(smtp, handler)
+    attr = aiosmtpd_smtp._AuthMechAttr
+    smtp._auth_methods = {name: attr(getattr(smtp if own else handler, m), own) for name, m, own in auth}
+    smtp._handle_hooks = {verb: getattr(handler, m) for verb, m in hooks}
+    smtp._ehlo_hook_ver = ehlo_ver
+    smtp._smtp_methods = {verb: getattr(smtp, m) for verb, m in verbs}
+    smtp._enforce_call_limit = False
+
+
+# ------------------------------------------------------------------ addresses
+
+# A plain <local@domain> (dot-atoms only, RFC 5321's common case): parsed here
+# without email's header parser. Anything else (quoted local parts, comments,
+# source routes, spaces) goes to the same parser aiosmtpd uses.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*)>")
+
+
+def getaddr(smtp: SMTP, arg: str) -> tuple[str | None, str | None]:
+    """aiosmtpd's ``SMTP._getaddr``: (address, rest), (None, None) if unparsable."""
+    if not arg:
+        return "", ""
+    m = _PLAIN.match(arg)
+    rest = arg[m.end():].lstrip(" \t") if m is not None else ""
+    if m is not None and not rest.startswith("("):  # the parser eats trailing blanks, comments
+        addr = m.group(1)
+    else:
+        try:
+            if arg.lstrip().startswith("<"):
+                address, rest = get_angle_addr(arg)
+            else:
+                address, rest = get_addr_spec(arg)
+        except HeaderParseError:
+            return None, None
+        addr = address.addr_spec
+    limit = smtp.local_part_limit
+    if limit and len(addr.rpartition("@")[0]) > limit:
+        return None, None
+    return addr, rest
+
+
+class CompatSMTP(SMTP):
+    """aiosmtpd's SMTP with ``getaddr`` as its address parser."""
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        return getaddr(self, arg)

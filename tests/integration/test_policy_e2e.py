@@ -105,7 +105,8 @@ async def serve(tmp_path: Path, upstream):
         f'[server]\nlisten = "127.0.0.1:{port}"\nhostname = "mailguard.test"\n'
         f'[upstream]\nurl = "{upstream.url}"\ntimeout = 10\n'
         '[organisation]\ninternal_domains = ["city.example.lg.jp"]\n'
-        f'[store]\npath = "{tmp_path / "store"}"\n[policy]\ndir = "{policies}"\n',
+        f'[store]\npath = "{tmp_path / "store"}"\n[policy]\ndir = "{policies}"\n'
+        '[log]\nlevel = "debug"\n',  # "decided" (the details) is a debug event
         encoding="utf-8",
     )
     proc = await asyncio.create_subprocess_exec(

@@ -1,0 +1,37 @@
+"""server.processes (issue 15): a count, or "auto" for one per core; anything else named."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mailguard.config import MAX_PROCESSES, load_config
+from mailguard.errors import ConfigError
+
+
+def _load(tmp_path, value: str):
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    p = tmp_path / "m.toml"
+    p.write_text(f'[server]\nprocesses = {value}\n[organisation]\ninternal_domains = ["a.example.jp"]\n'
+                 f'[policy]\ndir = "{tmp_path / "policies"}"\n', encoding="utf-8")
+    return load_config(p)
+
+
+def test_default_is_one_process(tmp_path) -> None:
+    assert _load(tmp_path, "1").server.processes == 1
+    from mailguard.config import ServerConfig
+    assert ServerConfig().processes == 1
+
+
+@pytest.mark.parametrize("value, want", [("2", 2), ('"auto"', max(1, min(MAX_PROCESSES, os.cpu_count() or 1))),
+                                         (str(MAX_PROCESSES), MAX_PROCESSES)])
+def test_valid_counts(tmp_path, value: str, want: int) -> None:
+    assert _load(tmp_path, value).server.processes == want
+
+
+@pytest.mark.parametrize("value", ["0", "-1", str(MAX_PROCESSES + 1), '"many"', "true", "1.5"])
+def test_invalid_counts_name_the_key(tmp_path, value: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, value)
+    assert "server.processes" in str(e.value) and "auto" in str(e.value)
