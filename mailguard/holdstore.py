@@ -32,7 +32,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from mailguard.audit import AuditLog, VerifyResult
+from mailguard.audit import AuditLog, Checkpoint, VerifyResult
 from mailguard.config import Config
 from mailguard.store import Envelope, HeldMessage, Recovery, Store
 
@@ -46,7 +46,15 @@ class AuditSink(Protocol):
 
     def records(self) -> Iterator[dict[str, Any]]: ...
 
-    def verify(self) -> VerifyResult: ...
+    def verify(self, checkpoint: Checkpoint | None = None) -> VerifyResult:
+        """Check the chain; fail (bad_line None) when it ends before the stored
+        checkpoint or before ``checkpoint``, or a checkpointed record has another hash."""
+        ...
+
+    def last_checkpoint(self) -> Checkpoint | None:
+        """The chain head last checkpointed outside the records (every append writes
+        one); None if none was ever written. Raises AuditError if unreadable."""
+        ...
 
     def export(self, since: datetime, fmt: str = "json") -> Iterable[str]: ...
 

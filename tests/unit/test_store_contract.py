@@ -263,3 +263,22 @@ def test_audit_sink_appends_chains_and_verifies(config: Config, store: HoldStore
     since = datetime.now(UTC) - timedelta(minutes=1)
     assert len(list(sink.export(since))) == 2
     assert sink.location() and sink.part_count() == 1
+
+
+def test_audit_sink_checkpoints_its_head_and_verify_catches_a_cut(config: Config, store: HoldStore) -> None:
+    """Every append checkpoints the head outside the records (issue 14, item 2)."""
+    from mailguard.audit import Checkpoint
+
+    sink = store.audit
+    assert sink.last_checkpoint() is None
+    for i in range(3):
+        last = sink.append("pass", operator="mailguard", n=i)
+    head = Checkpoint(last["seq"], last["hash"])
+    assert sink.last_checkpoint() == head
+    assert open_audit(config).last_checkpoint() == head
+    result = sink.verify(checkpoint=head)
+    assert result.ok and result.head == head
+    beyond = sink.verify(checkpoint=Checkpoint(head.seq + 1, head.hash))
+    assert not beyond.ok and beyond.bad_line is None
+    other = sink.verify(checkpoint=Checkpoint(head.seq, "0" * 64))
+    assert not other.ok
