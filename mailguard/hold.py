@@ -41,6 +41,7 @@ import getpass
 import hashlib
 import os
 import pwd
+import threading
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -60,7 +61,8 @@ from mailguard.notices import (
     notice_sender,
 )
 from mailguard.holdstore import AuditSink, HoldStore, open_audit, open_store
-from mailguard.store import EXPIRED, HELD, REJECTED, RELEASED, HeldMessage
+from mailguard.faults import fault_point
+from mailguard.store import EXPIRED, HELD, HOLD_AUDITED, HOLD_DONE, HOLD_STORED, REJECTED, RELEASED, HeldMessage
 
 if TYPE_CHECKING:  # annotations only: the holder never runs detection or policy
     from mailguard.detect import Finding
@@ -212,16 +214,65 @@ class Holder:
         self.notifier = Notifier(config, self.audit)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._expiry: asyncio.Task[Any] | None = None
+        self._pending_notices: list[str] = []  # recovered holds whose notice is still due
+        self._digest_locks: dict[str, threading.Lock] = {}
+        self._digest_guard = threading.Lock()
 
     def recover(self) -> None:
-        """Run once when serve starts: clean up after a crash."""
+        """Run once when serve starts: clean up after a crash, complete every hold."""
         rec = self.store.recover()
         for hold_id in rec.releases_interrupted:
             self.audit.append("release-interrupted", operator=SYSTEM_OPERATOR, id=hold_id,
                               reason="the releasing process stopped before the upstream's reply; still held")
-        if rec.temp_removed or rec.orphans_removed or rec.releases_interrupted:
+        completed = self._complete_holds()
+        if rec.temp_removed or rec.orphans_removed or rec.releases_interrupted or completed:
             log.warning("store_recovered", temp_removed=rec.temp_removed, orphans_removed=rec.orphans_removed,
-                        releases_interrupted=rec.releases_interrupted)
+                        releases_interrupted=rec.releases_interrupted, holds_completed=completed)
+
+    def _complete_holds(self) -> int:
+        """A hold is one unit: a crash between the row and the hold record, or before
+        the sender's notice, is finished here. Each held message ends with exactly one
+        hold record (the log is searched before one is written); the notices go out
+        once the loop runs (run_expiry)."""
+        short = self.store.incomplete_holds()
+        if not short:
+            return 0
+        ids = {h.id for h in short}
+        recorded: set[str] = set()
+        noticed: set[str] = set()
+        for r in self.audit.records():
+            if r.get("id") in ids:
+                if r.get("event") == "hold":
+                    recorded.add(str(r["id"]))
+                elif r.get("event") == "notice" and r.get("kind") == HELD_NOTICE:
+                    noticed.add(str(r["id"]))
+        for held in short:
+            if held.hold_stage == HOLD_STORED and held.id not in recorded:
+                self.audit.append("hold", operator=SYSTEM_OPERATOR, reasons=list(held.reasons),
+                                  unscannable=[dict(u) for u in held.unscannable], size=held.size,
+                                  sha256=held.sha256, message_id=held.message_id,
+                                  approvals_required=held.approvals_required, recovered=True,
+                                  **_audit_fields(held))
+            self.store.set_hold_stage(held.id, HOLD_AUDITED)
+            if held.id in noticed or held.state != HELD:
+                self.store.set_hold_stage(held.id, HOLD_DONE)
+            else:
+                self._pending_notices.append(held.id)
+        return len(short)
+
+    async def _send_pending_notices(self) -> None:
+        pending, self._pending_notices = self._pending_notices, []
+        for hold_id in pending:
+            try:
+                held = await asyncio.to_thread(self.store.get, hold_id)
+                await self._notify_held(held)
+            except Exception as exc:  # noqa: BLE001 - one bad row must not stop the rest
+                log.error("notice_failed", id=hold_id, kind=HELD_NOTICE, error=type(exc).__name__)
+
+    async def _notify_held(self, held: HeldMessage) -> None:
+        """The held notice, then the hold is done (a failed notice is audited by send)."""
+        await self.notifier.send(HELD_NOTICE, held)
+        await asyncio.to_thread(self.store.set_hold_stage, held.id, HOLD_DONE)
 
     async def hold(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
                    *, mail_options: Sequence[str] = ()) -> str:
@@ -243,13 +294,38 @@ class Holder:
     async def _hold(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
                     mail_options: Sequence[str]) -> str:
         ev = _evidence(mail_from, rcpt_tos, data, decision)
-        held = await asyncio.to_thread(self._hold_durably, mail_from, list(rcpt_tos), data, decision, ev,
-                                       tuple(mail_options))
+        held, duplicate = await asyncio.to_thread(self._hold_once, mail_from, list(rcpt_tos), data, decision,
+                                                  ev, tuple(mail_options))
+        if duplicate:
+            # The client never saw our 250 and sent it again: same id, no second copy.
+            log.info("hold_duplicate", id=held.id, rule=held.rule, size=held.size)
+            return held.id
         log.info("held", id=held.id, rule=held.rule, persons=held.persons, size=held.size)
-        task = asyncio.create_task(self.notifier.send(HELD_NOTICE, held))
+        task = asyncio.create_task(self._notify_held(held))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return held.id
+
+    def _hold_once(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
+                   ev: dict[str, Any], mail_options: tuple[str, ...]) -> tuple[HeldMessage, bool]:
+        """(held message, whether it was already held): a resend of a message held
+        within the hold lifetime (same Message-ID, envelope and digest) is the same hold."""
+        digest = ev["sha256"]
+        with self._digest_guard:
+            lock = self._digest_locks.setdefault(digest, threading.Lock())
+        try:
+            with lock:  # two identical transactions at once: the second finds the first
+                if ev["message_id"]:
+                    since = (datetime.now(UTC) - timedelta(hours=self.config.store.hold_expiry_hours)).isoformat(
+                        timespec="microseconds")
+                    copy = self.store.find_held_copy(mail_from, rcpt_tos, digest, ev["message_id"], since)
+                    if copy is not None:
+                        return copy, True
+                return self._hold_durably(mail_from, rcpt_tos, data, decision, ev, mail_options), False
+        finally:
+            with self._digest_guard:
+                if not lock.locked():
+                    self._digest_locks.pop(digest, None)
 
     def _hold_durably(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
                       ev: dict[str, Any], mail_options: tuple[str, ...]) -> HeldMessage:
@@ -260,6 +336,7 @@ class Holder:
             subject=ev["subject"], message_id=ev["message_id"], sha256=ev["sha256"],
             approvals_required=decision.approvals or 1, mail_options=mail_options,
         )
+        fault_point("after_hold_file")
         try:
             self.audit.append("hold", operator=SYSTEM_OPERATOR, reasons=ev["reasons"],
                               unscannable=ev["unscannable"], size=len(data), sha256=ev["sha256"],
@@ -269,6 +346,9 @@ class Holder:
             # No record, no 250: take the message back so the sender's retry is the only copy.
             self.store.discard(held.id)
             raise
+        # No stage write here (one fsync less per hold): until the notice marks the
+        # hold done, recovery looks for this record in the log before writing one.
+        fault_point("after_hold_audit")
         return held
 
     async def expire_due(self, operator: str = SYSTEM_OPERATOR) -> list[str]:
@@ -287,6 +367,7 @@ class Holder:
         return expired
 
     async def run_expiry(self, interval: float = EXPIRY_INTERVAL) -> None:
+        await self._send_pending_notices()  # holds completed by recovery
         while True:
             try:
                 await self.expire_due()
