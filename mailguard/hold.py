@@ -455,15 +455,31 @@ class ReleaseOutcome:
     error: str = ""
 
 
+def release_cut_off(held: HeldMessage, *, lock_free: bool) -> bool:
+    """Was a release of this message cut off (kill -9) after it began? Then the
+    upstream may already have it, and releasing again may deliver it twice.
+    ``lock_free``: the caller holds (or could take) the message's lock, so a
+    ``release_started`` left on the row belongs to a dead process."""
+    return held.state == HELD and bool(held.release_interrupted or (held.release_started and lock_free))
+
+
 async def release_message(config: Config, store: HoldStore, audit: AuditSink, hold_id: str,
-                          operator: str, reason: str) -> ReleaseOutcome:
-    """Approve and, once enough distinct operators approved, deliver. See the module doc."""
+                          operator: str, reason: str, *, force: bool = False) -> ReleaseOutcome:
+    """Approve and, once enough distinct operators approved, deliver. See the module doc.
+
+    A message whose earlier release was cut off is released only with ``force``
+    (StoreError otherwise): it may already have been delivered."""
     from mailguard.upstream import send_message
 
     reason = safe_reason(reason)
     with store.locked(hold_id) as held:
         if held.state != HELD:
             raise StoreError(f"{hold_id} is {held.state}, not held")
+        cut_off = release_cut_off(held, lock_free=True)
+        if cut_off and not force:
+            raise StoreError(
+                f"an earlier release of {hold_id} was cut off after it began: the upstream may already"
+                " have delivered it; check with the recipients, then release with --force to send it again")
         if operator in held.approvers and len(held.approvers) < held.approvals_required:
             raise StoreError(
                 f"{operator} already approved {hold_id}; {held.approvals_required - len(held.approvers)}"
@@ -481,6 +497,7 @@ async def release_message(config: Config, store: HoldStore, audit: AuditSink, ho
         try:
             result = await send_message(config.upstream, envelope.mail_from, list(envelope.rcpt_tos), data,
                                         mail_options=envelope.mail_options)
+            fault_point("release_after_upstream")
         except ForwardError as exc:
             store.clear_release_started(hold_id)
             out.error = (f"upstream refused: {_reply_text(exc)}" if isinstance(exc, UpstreamRefused)
@@ -502,7 +519,8 @@ async def release_message(config: Config, store: HoldStore, audit: AuditSink, ho
         out.held = store.finish(hold_id, RELEASED, operator, reason, reply=out.reply)
         out.delivered = True
         audit.append("release", operator=operator, reason=reason, reply=out.reply,
-                     approvers=out.held.approvers, **_audit_fields(out.held))
+                     approvers=out.held.approvers, forced=True if cut_off else None,
+                     **_audit_fields(out.held))
         log.info("released", id=hold_id)
         return out
 
