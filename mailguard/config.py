@@ -41,6 +41,7 @@ class ServerConfig:
     max_commands: int = 10000  # per connection; stops a client that loops forever
     command_timeout: float = 300.0  # RFC 5321 4.5.3.2 minimums are 5 minutes
     hostname: str = ""  # banner / EHLO name; empty = the machine's FQDN
+    max_connections: int = 200  # client connections at once; over it: 421 4.7.0 and close
 
     @property
     def host(self) -> str:
@@ -63,6 +64,8 @@ class UpstreamConfig:
     ca_file: str = ""
     timeout: float = 60.0
     pool_size: int = 4
+    max_connections: int = 20  # links to the upstream at once (leased + idle)
+    connection_wait: float = 30.0  # seconds a transaction waits for a link; then 451 4.4.5
 
     @property
     def scheme(self) -> str:
@@ -276,6 +279,10 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
         raise ConfigError(source, "server.max_message_size", "must be at least 1024 bytes")
     if s.max_recipients < 1:
         raise ConfigError(source, "server.max_recipients", "must be at least 1")
+    if s.max_connections < 1:
+        raise ConfigError(source, "server.max_connections", "must be at least 1")
+    if u.max_connections < 1:
+        raise ConfigError(source, "upstream.max_connections", "must be at least 1")
     mem = cfg.limits.max_worker_memory
     if mem and mem < 256 * 1024 * 1024:
         # Python and the parsers alone need ~100 MB: a smaller cap would make every
