@@ -48,14 +48,19 @@ hash; ``verify(checkpoint=Checkpoint(seq, hash))`` checks a head kept elsewhere.
 A checkpoint that cannot be written (a full disk) is logged
 (``audit_checkpoint_failed``), never raised: the record itself is durable.
 
+FULL DISK: a write that fails is cut back (ftruncate), so no torn line is left;
+an ENOSPC append gives up ``.audit.reserve`` (RESERVE_BYTES, made on the first
+append) and tries again, and the reserve is made again once there is room.
+
 DIAGNOSTICS: ``audit_checkpoint`` (info: seq, chain_hash) after each append,
-``audit_checkpoint_failed`` (error); otherwise this module is itself the record.
+``audit_checkpoint_failed`` and ``audit_reserve_used`` (error); otherwise this module is itself the record.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -82,6 +87,11 @@ AuditRecord = dict[str, JSONValue]
 
 GENESIS = "0" * 64
 AUDIT_FILE = "audit.jsonl"
+# Space kept beside the log for a full disk: given up when an append hits ENOSPC,
+# so the records of mail already accepted still fit (thousands of lines), while
+# the relay refuses new mail (store.min_free) until space comes back.
+RESERVE_FILE = ".audit.reserve"
+RESERVE_BYTES = 1024 * 1024
 CSV_FIELDS = (
     "seq", "time", "event", "operator", "id", "from", "to", "rule", "persons",
     "findings", "fingerprints", "reason", "reply", "hash",
@@ -163,11 +173,66 @@ class AuditLog:
         self._checkpoint_db = Path(store_path) / CHECKPOINT_DB
         self._db: sqlite3.Connection | None = None
         self._db_lock = threading.Lock()
+        self._reserve = Path(store_path) / RESERVE_FILE
+        self._reserve_ok = False
 
     # -- writing -------------------------------------------------------------
 
     def append(self, event: str, **fields: object) -> AuditRecord:
-        """Append one record, durably; returns it (with seq, time, prev, hash)."""
+        """Append one record, durably; returns it (with seq, time, prev, hash).
+
+        On a full disk (ENOSPC) the reserve file beside the log is given up and
+        the append tried again, so a record for mail already accepted is not lost;
+        the reserve is made again once there is room (see RESERVE)."""
+        try:
+            rec = self._append(event, fields)
+        except AuditError as exc:
+            if not (isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC):
+                raise
+            if not self._use_reserve():
+                raise
+            _log.error("audit_reserve_used", record=event, reserve_bytes=RESERVE_BYTES)
+            rec = self._append(event, fields)
+        else:
+            self._keep_reserve()
+        return rec
+
+    def _use_reserve(self) -> bool:
+        try:
+            os.unlink(self._reserve)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return False
+        return True
+
+    def _keep_reserve(self) -> None:
+        """Make the reserve file if it is missing (best effort: a full disk leaves it missing)."""
+        if self._reserve_ok and self._reserve.exists():
+            return
+        self._reserve_ok = False
+        tmp = self._reserve.with_name(f".{RESERVE_FILE}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        try:
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                os.write(fd, b"\0" * RESERVE_BYTES)  # no fallocate here: real blocks
+            os.fsync(fd)
+            os.rename(tmp, self._reserve)
+            self._reserve_ok = True
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        finally:
+            os.close(fd)
+
+    def _append(self, event: str, fields: dict[str, object]) -> AuditRecord:
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -180,7 +245,7 @@ class AuditLog:
                 # append to the new audit.jsonl instead.
                 os.close(fd)
                 fd = -1
-                return self.append(event, **fields)
+                return self._append(event, fields)
             last, torn = _last_record(fd)
             if last is None:
                 last = self._last_rotated_record()
@@ -209,10 +274,17 @@ class AuditLog:
         )
         rec["hash"] = record_hash(rec)
         line = (canonical(rec) + "\n").encode("utf-8")
-        n = os.write(fd, line)
-        if n != len(line):
-            raise AuditError(f"short write to {self.path} ({n} of {len(line)} bytes)")
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        try:
+            n = os.write(fd, line)
+            if n != len(line):
+                raise OSError(errno.ENOSPC, f"short write to {self.path} ({n} of {len(line)} bytes)")
+            os.fsync(fd)
+        except OSError:
+            # Leave no torn line behind (a full disk): the file ends at a record.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
         return rec
 
     # -- checkpoints (see the module doc) ------------------------------------

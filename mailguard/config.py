@@ -87,6 +87,7 @@ class StoreConfig:
     hold_expiry_hours: float = 72.0
     notify_sender: bool = True
     notice_from: str = ""  # envelope/From of notices; empty = postmaster@<hostname>
+    min_free: int = 64 * 1024 * 1024  # bytes free on store.path below which new mail is 451 4.3.1
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ from mailguard.act import (
     refusal_reply,
 )
 from mailguard.config import Config
+from mailguard.durable import free_bytes
 from mailguard.errors import ForwardError
 from mailguard.log import get_logger
 from mailguard.policy import ACTIONS, Decision
@@ -476,6 +477,13 @@ class Relay:
         if not conv.leg.ready:
             log.warning("tempfailed", stage="DATA", reason="upstream link lost", **message.log_fields())
             return replies.reply("upstream_dropped")
+        if not self._room_for(len(message.data)):
+            # A full disk: no 250 whose audit record (or held copy) could not be
+            # written. The client keeps the mail and retries (Postfix's queue_minfree).
+            log.warning("tempfailed", stage="DATA", reason="store disk nearly full", **message.log_fields())
+            await conv.leg.reset()
+            await self._release_link(conv)
+            return replies.reply("insufficient_storage")
         try:
             decision = await self._inspect(message)
         except Exception as exc:  # never pass what could not be inspected
@@ -483,6 +491,17 @@ class Relay:
         acted = await act(decision, message, conv.leg, holder=self.holder, recorder=self.recorder)
         await self._release_link(conv)
         return acted.reply
+
+    def _room_for(self, size: int) -> bool:
+        """Is there room on the store's disk for this message's records (and a held
+        copy)? store.min_free bytes stay free; an unreadable disk counts as full."""
+        try:
+            free = free_bytes(self.config.store.path)
+        except FileNotFoundError:
+            return True  # no store directory yet: the store creates it (and fails loudly)
+        except OSError:
+            return False
+        return free >= self.config.store.min_free + 2 * size
 
     async def _release_link(self, conv: Conversation) -> None:
         """Between transactions the link goes back to the pool, so an idle client

@@ -71,6 +71,8 @@ REPLIES: dict[str, Reply] = {
               " release it before it is delivered"),
     "hold_unavailable": R(451, "4.7.0", "Message must be held for review but the hold store"
                           " is not available; try again later"),
+    "insufficient_storage": R(451, "4.3.1", "Insufficient system storage in mailguard's store;"
+                              " the message was not accepted, try again later"),
     "internal_error": R(451, "4.3.0", "Internal error in mailguard; the message was not"
                         " accepted, try again later"),
     # upstream

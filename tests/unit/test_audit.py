@@ -195,17 +195,20 @@ def test_a_kept_checkpoint_that_matches_passes_and_parses(log):
             Checkpoint.parse(bad)
 
 
-def test_the_checkpoint_is_logged_as_one_event(tmp_path, capsys):
+def test_the_checkpoint_is_logged_as_one_event(tmp_path):
     import io
+
+    import structlog
 
     from mailguard.log import configure_logging
 
     out = io.StringIO()
+    before = structlog.get_config()
     configure_logging(stream=out)
     try:
         rec = AuditLog(tmp_path).append("pass", operator="mailguard")
     finally:
-        configure_logging()
+        structlog.configure(**before)
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     cp = [e for e in events if e["event"] == "audit_checkpoint"]
     assert cp and cp[-1]["seq"] == rec["seq"] and cp[-1]["chain_hash"] == rec["hash"]
