@@ -4,7 +4,11 @@
         async hold(mail_from, rcpt_tos, data, decision, *, mail_options=()) -> hold_id
             durable (file fsynced + renamed + directory fsynced, row committed,
             audit record fsynced) before it returns; the held notice is sent
-            afterwards, best effort, in the background
+            afterwards, best effort, in the background. A resend of a message
+            held within the hold lifetime (same Message-ID, envelope, sha256)
+            returns the first hold's id and stores nothing.
+        recover()                        serve's start: store recovery, then every
+            hold short of done gets its one hold record and its notice
         async expire_due() -> [hold_id]          held past store.hold_expiry_hours
         async run_expiry(interval)               serve's periodic loop
         async aclose()                           wait for notices in flight
@@ -215,7 +219,7 @@ class Holder:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._expiry: asyncio.Task[Any] | None = None
         self._pending_notices: list[str] = []  # recovered holds whose notice is still due
-        self._digest_locks: dict[str, threading.Lock] = {}
+        self._digest_locks: dict[str, list[Any]] = {}  # sha256 -> [lock, users]
         self._digest_guard = threading.Lock()
 
     def recover(self) -> None:
@@ -312,9 +316,10 @@ class Holder:
         within the hold lifetime (same Message-ID, envelope and digest) is the same hold."""
         digest = ev["sha256"]
         with self._digest_guard:
-            lock = self._digest_locks.setdefault(digest, threading.Lock())
+            entry = self._digest_locks.setdefault(digest, [threading.Lock(), 0])
+            entry[1] += 1  # users of this lock; the last one removes it
         try:
-            with lock:  # two identical transactions at once: the second finds the first
+            with entry[0]:  # two identical transactions at once: the second finds the first
                 if ev["message_id"]:
                     since = (datetime.now(UTC) - timedelta(hours=self.config.store.hold_expiry_hours)).isoformat(
                         timespec="microseconds")
@@ -324,7 +329,8 @@ class Holder:
                 return self._hold_durably(mail_from, rcpt_tos, data, decision, ev, mail_options), False
         finally:
             with self._digest_guard:
-                if not lock.locked():
+                entry[1] -= 1
+                if entry[1] == 0:
                     self._digest_locks.pop(digest, None)
 
     def _hold_durably(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
