@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mailguard import metrics, replies
-from mailguard.errors import ForwardError, UpstreamTimeout, UpstreamUnreachable
+from mailguard.errors import ForwardError, UpstreamBusy, UpstreamTimeout, UpstreamUnreachable
 from mailguard.log import get_logger
 from mailguard.policy import BLOCK, PASS, Decision
 from mailguard.upstream import Link, UpstreamReply
@@ -154,7 +154,10 @@ def forward_error_reply(exc: ForwardError) -> str:
     """The upstream could not be reached or went away: a 4xx, counted by kind."""
     metrics.observe_upstream_error(
         "timeout" if isinstance(exc, UpstreamTimeout)
-        else "unreachable" if isinstance(exc, UpstreamUnreachable) else "dropped")
+        else "unreachable" if isinstance(exc, UpstreamUnreachable)
+        else "busy" if isinstance(exc, UpstreamBusy) else "dropped")
+    if isinstance(exc, UpstreamBusy):
+        return replies.reply("upstream_busy")
     if isinstance(exc, UpstreamTimeout):
         return replies.reply("upstream_timeout")
     if isinstance(exc, UpstreamUnreachable):

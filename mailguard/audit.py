@@ -36,12 +36,31 @@ it has and says so (``first_seq``). Rotation must use ``delaycompress`` and no
 ``copytruncate``: a record written to the newest rotated file just after the
 rename must stay readable there.
 
-DIAGNOSTICS: none; this module is itself the record.
+CHECKPOINTS: a chain proves nothing about records cut from its end, or about a
+whole file rewritten with fresh hashes. So after every append the new head
+(``seq`` and ``hash``) is checkpointed outside the file: in the store database
+(table ``audit_checkpoint`` in ``meta.sqlite``; it only moves forward), as the
+structlog event ``audit_checkpoint`` (stderr, so journald under systemd) and,
+where ``/dev/log`` exists, as one syslog line ``mailguard audit_checkpoint
+seq=N hash=H`` that a central syslog keeps off the host. ``verify`` fails when
+the file ends before the stored checkpoint or its record there has another
+hash; ``verify(checkpoint=Checkpoint(seq, hash))`` checks a head kept elsewhere.
+A checkpoint that cannot be written (a full disk) is logged
+(``audit_checkpoint_failed``), never raised: the record itself is durable.
+
+FULL DISK: a write that fails is cut back (ftruncate), so no torn line is left;
+an ENOSPC append gives up ``.audit.reserve`` (RESERVE_BYTES, made on the first
+append) and tries again, and the reserve is made again once there is room.
+
+DIAGNOSTICS: ``audit_checkpoint`` (info: seq, chain_hash) after each append,
+``audit_checkpoint_failed`` and ``audit_reserve_used`` (error); otherwise this module is itself the record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -49,6 +68,9 @@ import io
 import json
 import os
 import re
+import sqlite3
+import sys
+import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -56,7 +78,9 @@ from typing import IO, Iterable, Iterator
 
 from mailguard.durable import file_mode
 from mailguard.errors import AuditError
-from mailguard.log import scrub
+from mailguard.log import get_logger, scrub
+
+_log = get_logger(component="audit")
 
 # An audit record is a JSON object (DESIGN §8): these are its value types.
 JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
@@ -64,6 +88,11 @@ AuditRecord = dict[str, JSONValue]
 
 GENESIS = "0" * 64
 AUDIT_FILE = "audit.jsonl"
+# Space kept beside the log for a full disk: given up when an append hits ENOSPC,
+# so the records of mail already accepted still fit (thousands of lines), while
+# the relay refuses new mail (store.min_free) until space comes back.
+RESERVE_FILE = ".audit.reserve"
+RESERVE_BYTES = 1024 * 1024
 CSV_FIELDS = (
     "seq", "time", "event", "operator", "id", "from", "to", "rule", "persons",
     "findings", "fingerprints", "reason", "reply", "hash",
@@ -96,24 +125,115 @@ def _scrubbed(value: object, key: str = "") -> object:
     return value
 
 
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
+CHECKPOINT_DB = "meta.sqlite"
+_CHECKPOINT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_checkpoint (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    seq   INTEGER NOT NULL,
+    hash  TEXT NOT NULL,
+    time  TEXT NOT NULL
+)"""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The chain head at some moment: the last record's ``seq`` and ``hash``."""
+
+    seq: int
+    hash: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Checkpoint":
+        """'SEQ:HASH' (as ``audit verify`` and the syslog line print it); ValueError if not."""
+        seq, sep, digest = text.strip().partition(":")
+        digest = digest.strip().lower()
+        if not sep or not seq.strip().isdigit() or int(seq) < 1 or not _HASH_RE.fullmatch(digest):
+            raise ValueError(f"{text[:80]!r} is not SEQ:HASH (a record number, a colon, 64 hex digits)")
+        return cls(int(seq), digest)
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash}"
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     ok: bool
     records: int
-    bad_line: int | None = None
+    bad_line: int | None = None  # None with ok False: the file was cut or rewritten (checkpoint)
     reason: str = ""
     bad_file: str = ""  # which file bad_line is in (rotation); "" = audit.jsonl
     first_seq: int = 1  # > 1 when older rotated files are gone
+    head: Checkpoint | None = None  # the last record's seq and hash
+    checked: tuple[Checkpoint, ...] = ()  # the checkpoints the file was held against
 
 
 class AuditLog:
     def __init__(self, store_path: str | os.PathLike[str]) -> None:
         self.path = Path(store_path) / AUDIT_FILE
+        self._checkpoint_db = Path(store_path) / CHECKPOINT_DB
+        self._db: sqlite3.Connection | None = None
+        self._db_lock = threading.Lock()
+        self._reserve = Path(store_path) / RESERVE_FILE
+        self._reserve_ok = False
 
     # -- writing -------------------------------------------------------------
 
     def append(self, event: str, **fields: object) -> AuditRecord:
-        """Append one record, durably; returns it (with seq, time, prev, hash)."""
+        """Append one record, durably; returns it (with seq, time, prev, hash).
+
+        On a full disk (ENOSPC) the reserve file beside the log is given up and
+        the append tried again, so a record for mail already accepted is not lost;
+        the reserve is made again once there is room (see RESERVE)."""
+        try:
+            rec = self._append(event, fields)
+        except AuditError as exc:
+            if not (isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC):
+                raise
+            if not self._use_reserve():
+                raise
+            _log.error("audit_reserve_used", record=event, reserve_bytes=RESERVE_BYTES)
+            rec = self._append(event, fields)
+        else:
+            self._keep_reserve()
+        return rec
+
+    def _use_reserve(self) -> bool:
+        try:
+            os.unlink(self._reserve)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return False
+        return True
+
+    def _keep_reserve(self) -> None:
+        """Make the reserve file if it is missing (best effort: a full disk leaves it missing)."""
+        if self._reserve_ok and self._reserve.exists():
+            return
+        self._reserve_ok = False
+        tmp = self._reserve.with_name(f".{RESERVE_FILE}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        try:
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                os.write(fd, b"\0" * RESERVE_BYTES)  # no fallocate here: real blocks
+            os.fsync(fd)
+            os.rename(tmp, self._reserve)
+            self._reserve_ok = True
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        finally:
+            os.close(fd)
+
+    def _append(self, event: str, fields: dict[str, object]) -> AuditRecord:
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
@@ -126,7 +246,7 @@ class AuditLog:
                 # append to the new audit.jsonl instead.
                 os.close(fd)
                 fd = -1
-                return self.append(event, **fields)
+                return self._append(event, fields)
             last, torn = _last_record(fd)
             if last is None:
                 last = self._last_rotated_record()
@@ -136,6 +256,8 @@ class AuditLog:
                 os.ftruncate(fd, size - torn)
                 last = self._write(fd, last, "audit-repaired", {"dropped_bytes": torn})
             rec = self._write(fd, last, event, fields)
+            # Still under the flock: checkpoints are written in chain order.
+            self._checkpoint(Checkpoint(rec["seq"], rec["hash"]))
             return rec
         except OSError as exc:
             raise AuditError(f"cannot append to {self.path}: {exc}") from exc
@@ -153,11 +275,66 @@ class AuditLog:
         )
         rec["hash"] = record_hash(rec)
         line = (canonical(rec) + "\n").encode("utf-8")
-        n = os.write(fd, line)
-        if n != len(line):
-            raise AuditError(f"short write to {self.path} ({n} of {len(line)} bytes)")
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        try:
+            n = os.write(fd, line)
+            if n != len(line):
+                raise OSError(errno.ENOSPC, f"short write to {self.path} ({n} of {len(line)} bytes)")
+            os.fsync(fd)
+        except OSError:
+            # Leave no torn line behind (a full disk): the file ends at a record.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
         return rec
+
+    # -- checkpoints (see the module doc) ------------------------------------
+
+    def _checkpoint(self, head: Checkpoint) -> None:
+        try:
+            with self._db_lock:
+                if self._db is None:
+                    db = sqlite3.connect(self._checkpoint_db, timeout=30, isolation_level=None,
+                                         check_same_thread=False)
+                    os.chmod(self._checkpoint_db, 0o600)
+                    db.execute("PRAGMA busy_timeout=30000")
+                    # NORMAL: a power cut may lose the newest checkpoint, leaving it behind
+                    # the file (safe), never ahead of it: the record was fsynced first.
+                    db.execute("PRAGMA synchronous=NORMAL")
+                    db.execute(_CHECKPOINT_SCHEMA)
+                    self._db = db
+                self._db.execute(
+                    "INSERT INTO audit_checkpoint (id, seq, hash, time) VALUES (1, ?, ?, ?)"
+                    " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,"
+                    " time = excluded.time WHERE excluded.seq > audit_checkpoint.seq",
+                    (head.seq, head.hash, datetime.now(UTC).isoformat(timespec="seconds")))
+        except (OSError, sqlite3.Error) as exc:
+            with self._db_lock:
+                if self._db is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.close()
+                    self._db = None
+            _log.error("audit_checkpoint_failed", seq=head.seq, error=str(exc)[:200])
+        _log.info("audit_checkpoint", seq=head.seq, chain_hash=head.hash)
+        _syslog_checkpoint(head)
+
+    def last_checkpoint(self) -> Checkpoint | None:
+        """The head last checkpointed in the store database; None if none was ever written."""
+        if not self._checkpoint_db.exists():
+            return None
+        try:
+            db = sqlite3.connect(f"file:{self._checkpoint_db}?mode=ro", uri=True, timeout=30)
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read the audit checkpoint in {self._checkpoint_db}: {exc}") from exc
+        try:
+            row = db.execute("SELECT seq, hash FROM audit_checkpoint WHERE id = 1").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise AuditError(f"cannot read the audit checkpoint in {self._checkpoint_db}: {exc}") from exc
+        finally:
+            db.close()
+        return Checkpoint(int(row[0]), str(row[1])) if row else None
 
     def location(self, part: str = "") -> str:
         """Where the log is (or ``part``, a VerifyResult.bad_file of it), for messages."""
@@ -228,8 +405,24 @@ class AuditLog:
             except ValueError as exc:
                 raise AuditError(f"{path}:{n}: not JSON") from exc
 
-    def verify(self) -> VerifyResult:
+    def verify(self, checkpoint: Checkpoint | None = None) -> VerifyResult:
+        """Check the chain, then that it reaches the stored checkpoint and ``checkpoint``
+        (a head kept elsewhere) with the same hash there."""
+        checks = [c for c in (self.last_checkpoint(), checkpoint) if c is not None]
+        result = self._verify_chain(checks)
+        if not result.ok:
+            return result
+        head = result.head
+        for c in checks:
+            last = head.seq if head else 0
+            if c.seq > last:
+                return _cut(result, checks, f"the log ends at record {last} but record {c.seq} was"
+                                            f" checkpointed (records cut from the end?)")
+        return result
+
+    def _verify_chain(self, checks: list[Checkpoint]) -> VerifyResult:
         prev, count, seq, first_seq = GENESIS, 0, 0, 1
+        want = {c.seq: c.hash for c in checks}
         for path, n, raw in self.all_lines():
             bad = "" if path == self.path else path.name
 
@@ -254,8 +447,11 @@ class AuditLog:
                 return broken("prev does not match the line before (deleted or reordered?)")
             if rec.get("seq") != seq + 1:
                 return broken(f"seq {rec.get('seq')!r}, expected {seq + 1}")
+            if rec["seq"] in want and want[rec["seq"]] != rec["hash"]:
+                return broken(f"record {rec['seq']} does not match its checkpoint (the log was rewritten?)")
             prev, count, seq = rec["hash"], count + 1, seq + 1
-        return VerifyResult(True, count, first_seq=first_seq)
+        head = Checkpoint(seq, prev) if count else None
+        return VerifyResult(True, count, first_seq=first_seq, head=head, checked=tuple(checks))
 
     def export(self, since: datetime, fmt: str = "json") -> Iterable[str]:
         """Records at or after ``since`` as JSON lines or CSV rows (with a header)."""
@@ -275,6 +471,24 @@ class AuditLog:
             buf.truncate()
             w.writerow([_csv_value(r, k) for k in CSV_FIELDS])
             yield buf.getvalue()
+
+
+def _cut(result: VerifyResult, checks: list[Checkpoint], reason: str) -> VerifyResult:
+    return VerifyResult(False, result.records, None, reason, first_seq=result.first_seq,
+                        head=result.head, checked=tuple(checks))
+
+
+def _syslog_checkpoint(head: Checkpoint) -> None:
+    """One line to the local syslog, which an inspector forwards off the host."""
+    if not sys.platform.startswith("linux") or not os.path.exists("/dev/log"):
+        return
+    try:
+        import syslog
+
+        syslog.openlog("mailguard", syslog.LOG_PID, syslog.LOG_AUTHPRIV)
+        syslog.syslog(syslog.LOG_NOTICE, f"audit_checkpoint seq={head.seq} hash={head.hash}")
+    except (OSError, ValueError):
+        pass  # the database checkpoint and the structlog event still stand
 
 
 def _csv_value(rec: AuditRecord, key: str) -> str:

@@ -44,6 +44,7 @@ class ServerConfig:
     # serve processes sharing the listening socket (issue 15); "auto" in the
     # file = os.cpu_count(), resolved at load
     processes: int = 1
+    max_connections: int = 200  # client connections at once; over it: 421 4.7.0 and close
 
     @property
     def host(self) -> str:
@@ -66,6 +67,8 @@ class UpstreamConfig:
     ca_file: str = ""
     timeout: float = 60.0
     pool_size: int = 4
+    max_connections: int = 20  # links to the upstream at once (leased + idle)
+    connection_wait: float = 30.0  # seconds a transaction waits for a link; then 451 4.4.5
 
     @property
     def scheme(self) -> str:
@@ -90,6 +93,7 @@ class StoreConfig:
     notify_sender: bool = True
     notice_from: str = ""  # envelope/From of notices; empty = postmaster@<hostname>
     group: str = ""  # admin group that may read and change the store (files 0660, dirs 2770); empty = owner only
+    min_free: int = 64 * 1024 * 1024  # bytes free on store.path below which new mail is 451 4.3.1
 
 
 @dataclass(frozen=True)
@@ -297,6 +301,10 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
         raise ConfigError(source, "server.max_message_size", "must be at least 1024 bytes")
     if s.max_recipients < 1:
         raise ConfigError(source, "server.max_recipients", "must be at least 1")
+    if s.max_connections < 1:
+        raise ConfigError(source, "server.max_connections", "must be at least 1")
+    if u.max_connections < 1:
+        raise ConfigError(source, "upstream.max_connections", "must be at least 1")
     mem = cfg.limits.max_worker_memory
     if mem and mem < 256 * 1024 * 1024:
         # Python and the parsers alone need ~100 MB: a smaller cap would make every

@@ -4,6 +4,7 @@
     write_locked(final, data, *, tmp, replace=True)               -> fd (flocked; caller closes)
     fsync_dir(path)                                               -> None
     probe_dir(path)                                               -> None (OSError if not writable)
+    free_bytes(path)                                              -> bytes an unprivileged writer may use
 
 Steps, in order: create ``tmp`` with O_EXCL (never reuse or follow a name that
 is already there) and mode 0600; with ``write_locked`` take an exclusive flock
@@ -133,3 +134,9 @@ def probe_dir(path: str | os.PathLike[str]) -> None:
     finally:
         os.close(fd)
         os.unlink(probe)
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes free for an unprivileged writer on the file system holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize

@@ -6,7 +6,8 @@
     ├── ForwardError         the upstream did not take the message
     │   ├── UpstreamRefused  the upstream answered 4xx/5xx (carries code and text)
     │   ├── UpstreamUnreachable  no connection (refused, DNS, TLS, AUTH failed)
-    │   └── UpstreamTimeout  the upstream stopped answering mid-conversation
+    │   ├── UpstreamTimeout  the upstream stopped answering mid-conversation
+    │   └── UpstreamBusy     every link (upstream.max_connections) stayed in use too long
     ├── ScanError            the scanner itself failed (tempfail, never pass)
     ├── StoreError           the hold store could not do what was asked
     │   └── NotFound         no held message with that id
@@ -52,6 +53,10 @@ class UpstreamUnreachable(ForwardError):
 
 class UpstreamTimeout(ForwardError):
     """The upstream did not answer within upstream.timeout."""
+
+
+class UpstreamBusy(ForwardError):
+    """No upstream link came free within upstream.connection_wait (451 4.4.5)."""
 
 
 class ScanError(MailguardError):

@@ -4,7 +4,11 @@
         async hold(mail_from, rcpt_tos, data, decision, *, mail_options=()) -> hold_id
             durable (file fsynced + renamed + directory fsynced, row committed,
             audit record fsynced) before it returns; the held notice is sent
-            afterwards, best effort, in the background
+            afterwards, best effort, in the background. A resend of a message
+            held within the hold lifetime (same Message-ID, envelope, sha256)
+            returns the first hold's id and stores nothing.
+        recover()                        serve's start: store recovery, then every
+            hold short of done gets its one hold record and its notice
         async expire_due() -> [hold_id]          held past store.hold_expiry_hours
         async run_expiry(interval)               serve's periodic loop
         async aclose()                           wait for notices in flight
@@ -41,6 +45,7 @@ import getpass
 import hashlib
 import os
 import pwd
+import threading
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -62,7 +67,8 @@ from mailguard.notices import (
     notice_sender,
 )
 from mailguard.holdstore import AuditSink, HoldStore, open_audit, open_store
-from mailguard.store import EXPIRED, HELD, REJECTED, RELEASED, HeldMessage
+from mailguard.faults import fault_point
+from mailguard.store import EXPIRED, HELD, HOLD_AUDITED, HOLD_DONE, HOLD_STORED, REJECTED, RELEASED, HeldMessage
 
 if TYPE_CHECKING:  # annotations only: the holder never runs detection or policy
     from mailguard.detect import Finding
@@ -228,16 +234,65 @@ class Holder:
         self.notifier = Notifier(config, self.audit)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._expiry: asyncio.Task[Any] | None = None
+        self._pending_notices: list[str] = []  # recovered holds whose notice is still due
+        self._digest_locks: dict[str, list[Any]] = {}  # sha256 -> [lock, users]
+        self._digest_guard = threading.Lock()
 
     def recover(self) -> None:
-        """Run once when serve starts: clean up after a crash."""
+        """Run once when serve starts: clean up after a crash, complete every hold."""
         rec = self.store.recover()
         for hold_id in rec.releases_interrupted:
             self.audit.append("release-interrupted", operator=SYSTEM_OPERATOR, id=hold_id,
                               reason="the releasing process stopped before the upstream's reply; still held")
-        if rec.temp_removed or rec.orphans_removed or rec.releases_interrupted:
+        completed = self._complete_holds()
+        if rec.temp_removed or rec.orphans_removed or rec.releases_interrupted or completed:
             log.warning("store_recovered", temp_removed=rec.temp_removed, orphans_removed=rec.orphans_removed,
-                        releases_interrupted=rec.releases_interrupted)
+                        releases_interrupted=rec.releases_interrupted, holds_completed=completed)
+
+    def _complete_holds(self) -> int:
+        """A hold is one unit: a crash between the row and the hold record, or before
+        the sender's notice, is finished here. Each held message ends with exactly one
+        hold record (the log is searched before one is written); the notices go out
+        once the loop runs (run_expiry)."""
+        short = self.store.incomplete_holds()
+        if not short:
+            return 0
+        ids = {h.id for h in short}
+        recorded: set[str] = set()
+        noticed: set[str] = set()
+        for r in self.audit.records():
+            if r.get("id") in ids:
+                if r.get("event") == "hold":
+                    recorded.add(str(r["id"]))
+                elif r.get("event") == "notice" and r.get("kind") == HELD_NOTICE:
+                    noticed.add(str(r["id"]))
+        for held in short:
+            if held.hold_stage == HOLD_STORED and held.id not in recorded:
+                self.audit.append("hold", operator=SYSTEM_OPERATOR, reasons=list(held.reasons),
+                                  unscannable=[dict(u) for u in held.unscannable], size=held.size,
+                                  sha256=held.sha256, message_id=held.message_id,
+                                  approvals_required=held.approvals_required, recovered=True,
+                                  **_audit_fields(held))
+            self.store.set_hold_stage(held.id, HOLD_AUDITED)
+            if held.id in noticed or held.state != HELD:
+                self.store.set_hold_stage(held.id, HOLD_DONE)
+            else:
+                self._pending_notices.append(held.id)
+        return len(short)
+
+    async def _send_pending_notices(self) -> None:
+        pending, self._pending_notices = self._pending_notices, []
+        for hold_id in pending:
+            try:
+                held = await asyncio.to_thread(self.store.get, hold_id)
+                await self._notify_held(held)
+            except Exception as exc:  # noqa: BLE001 - one bad row must not stop the rest
+                log.error("notice_failed", id=hold_id, kind=HELD_NOTICE, error=type(exc).__name__)
+
+    async def _notify_held(self, held: HeldMessage) -> None:
+        """The held notice, then the hold is done (a failed notice is audited by send)."""
+        await self.notifier.send(HELD_NOTICE, held)
+        await asyncio.to_thread(self.store.set_hold_stage, held.id, HOLD_DONE)
 
     async def hold(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
                    *, mail_options: Sequence[str] = ()) -> str:
@@ -267,13 +322,40 @@ class Holder:
     async def _hold(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
                     mail_options: Sequence[str]) -> str:
         ev = _evidence(mail_from, rcpt_tos, data, decision)
-        held = await asyncio.to_thread(self._hold_durably, mail_from, list(rcpt_tos), data, decision, ev,
-                                       tuple(mail_options))
+        held, duplicate = await asyncio.to_thread(self._hold_once, mail_from, list(rcpt_tos), data, decision,
+                                                  ev, tuple(mail_options))
+        if duplicate:
+            # The client never saw our 250 and sent it again: same id, no second copy.
+            log.info("hold_duplicate", id=held.id, rule=held.rule, size=held.size)
+            return held.id
         log.debug("held", id=held.id, rule=held.rule, persons=held.persons, size=held.size)
-        task = asyncio.create_task(self.notifier.send(HELD_NOTICE, held))
+        task = asyncio.create_task(self._notify_held(held))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return held.id
+
+    def _hold_once(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
+                   ev: dict[str, Any], mail_options: tuple[str, ...]) -> tuple[HeldMessage, bool]:
+        """(held message, whether it was already held): a resend of a message held
+        within the hold lifetime (same Message-ID, envelope and digest) is the same hold."""
+        digest = ev["sha256"]
+        with self._digest_guard:
+            entry = self._digest_locks.setdefault(digest, [threading.Lock(), 0])
+            entry[1] += 1  # users of this lock; the last one removes it
+        try:
+            with entry[0]:  # two identical transactions at once: the second finds the first
+                if ev["message_id"]:
+                    since = (datetime.now(UTC) - timedelta(hours=self.config.store.hold_expiry_hours)).isoformat(
+                        timespec="microseconds")
+                    copy = self.store.find_held_copy(mail_from, rcpt_tos, digest, ev["message_id"], since)
+                    if copy is not None:
+                        return copy, True
+                return self._hold_durably(mail_from, rcpt_tos, data, decision, ev, mail_options), False
+        finally:
+            with self._digest_guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._digest_locks.pop(digest, None)
 
     def _hold_durably(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
                       ev: dict[str, Any], mail_options: tuple[str, ...]) -> HeldMessage:
@@ -284,6 +366,7 @@ class Holder:
             subject=ev["subject"], message_id=ev["message_id"], sha256=ev["sha256"],
             approvals_required=decision.approvals or 1, mail_options=mail_options,
         )
+        fault_point("after_hold_file")
         try:
             self.audit.append("hold", **{
                 **decision_fields(decision),
@@ -294,6 +377,9 @@ class Holder:
             # No record, no 250: take the message back so the sender's retry is the only copy.
             self.store.discard(held.id)
             raise
+        # No stage write here (one fsync less per hold): until the notice marks the
+        # hold done, recovery looks for this record in the log before writing one.
+        fault_point("after_hold_audit")
         return held
 
     async def expire_due(self, operator: str = SYSTEM_OPERATOR) -> list[str]:
@@ -312,6 +398,7 @@ class Holder:
         return expired
 
     async def run_expiry(self, interval: float = EXPIRY_INTERVAL) -> None:
+        await self._send_pending_notices()  # holds completed by recovery
         while True:
             try:
                 await self.expire_due()
@@ -401,15 +488,31 @@ class ReleaseOutcome:
     error: str = ""
 
 
+def release_cut_off(held: HeldMessage, *, lock_free: bool) -> bool:
+    """Was a release of this message cut off (kill -9) after it began? Then the
+    upstream may already have it, and releasing again may deliver it twice.
+    ``lock_free``: the caller holds (or could take) the message's lock, so a
+    ``release_started`` left on the row belongs to a dead process."""
+    return held.state == HELD and bool(held.release_interrupted or (held.release_started and lock_free))
+
+
 async def release_message(config: Config, store: HoldStore, audit: AuditSink, hold_id: str,
-                          operator: str, reason: str) -> ReleaseOutcome:
-    """Approve and, once enough distinct operators approved, deliver. See the module doc."""
+                          operator: str, reason: str, *, force: bool = False) -> ReleaseOutcome:
+    """Approve and, once enough distinct operators approved, deliver. See the module doc.
+
+    A message whose earlier release was cut off is released only with ``force``
+    (StoreError otherwise): it may already have been delivered."""
     from mailguard.upstream import send_message
 
     reason = safe_reason(reason)
     with store.locked(hold_id) as held:
         if held.state != HELD:
             raise StoreError(f"{hold_id} is {held.state}, not held")
+        cut_off = release_cut_off(held, lock_free=True)
+        if cut_off and not force:
+            raise StoreError(
+                f"an earlier release of {hold_id} was cut off after it began: the upstream may already"
+                " have delivered it; check with the recipients, then release with --force to send it again")
         if operator in held.approvers and len(held.approvers) < held.approvals_required:
             raise StoreError(
                 f"{operator} already approved {hold_id}; {held.approvals_required - len(held.approvers)}"
@@ -427,6 +530,7 @@ async def release_message(config: Config, store: HoldStore, audit: AuditSink, ho
         try:
             result = await send_message(config.upstream, envelope.mail_from, list(envelope.rcpt_tos), data,
                                         mail_options=envelope.mail_options)
+            fault_point("release_after_upstream")
         except ForwardError as exc:
             store.clear_release_started(hold_id)
             out.error = (f"upstream refused: {_reply_text(exc)}" if isinstance(exc, UpstreamRefused)
@@ -448,7 +552,8 @@ async def release_message(config: Config, store: HoldStore, audit: AuditSink, ho
         out.held = store.finish(hold_id, RELEASED, operator, reason, reply=out.reply)
         out.delivered = True
         audit.append("release", operator=operator, reason=reason, reply=out.reply,
-                     approvers=out.held.approvers, **_audit_fields(out.held))
+                     approvers=out.held.approvers, forced=True if cut_off else None,
+                     **_audit_fields(out.held))
         log.info("released", id=hold_id)
         return out
 

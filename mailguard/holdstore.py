@@ -17,7 +17,10 @@ Contract every backend keeps (tests/unit/test_store_contract.py checks it):
 ``add`` returns only once the message and its row are durable; ``locked`` is a
 mutex across processes and raises StoreError("busy") without ``wait``; state
 changes go held -> released | rejected | expired exactly once; ``recover`` is
-safe while other processes use the store and never removes a committed message.
+safe while other processes use the store, never removes a committed message, and
+marks a release it finds cut off (``release_interrupted``, kept until the message
+is finished); a new row starts at hold_stage ``stored``; ``AuditSink.append``
+checkpoints the chain head outside the records (``last_checkpoint``).
 
 SECURITY: ids come from the command line; every backend validates them (StoreError)
 before using them. DIAGNOSTICS: none; callers log and audit.
@@ -32,7 +35,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from mailguard.audit import AuditLog, VerifyResult
+from mailguard.audit import AuditLog, Checkpoint, VerifyResult
 from mailguard.config import Config
 from mailguard.store import Envelope, HeldMessage, Recovery, Store
 
@@ -46,7 +49,15 @@ class AuditSink(Protocol):
 
     def records(self) -> Iterator[dict[str, Any]]: ...
 
-    def verify(self) -> VerifyResult: ...
+    def verify(self, checkpoint: Checkpoint | None = None) -> VerifyResult:
+        """Check the chain; fail (bad_line None) when it ends before the stored
+        checkpoint or before ``checkpoint``, or a checkpointed record has another hash."""
+        ...
+
+    def last_checkpoint(self) -> Checkpoint | None:
+        """The chain head last checkpointed outside the records (every append writes
+        one); None if none was ever written. Raises AuditError if unreadable."""
+        ...
 
     def export(self, since: datetime, fmt: str = "json") -> Iterable[str]: ...
 
@@ -79,6 +90,21 @@ class HoldStore(Protocol):
 
     def discard(self, hold_id: str) -> None:
         """Undo an ``add`` whose 250 was never sent."""
+        ...
+
+    def find_held_copy(self, mail_from: str, rcpt_tos: Sequence[str], sha256: str, message_id: str,
+                       received_after: str) -> HeldMessage | None:
+        """The message already stored with this envelope (same sender, same recipients in
+        order), body digest and Message-ID, received after ``received_after``: a resend."""
+        ...
+
+    # a hold is one unit: stored (``add``) -> audited -> done (row.hold_stage)
+    def set_hold_stage(self, hold_id: str, stage: str) -> None:
+        """``audited`` or ``done``; never moves backwards (ValueError for another stage)."""
+        ...
+
+    def incomplete_holds(self) -> builtins.list[HeldMessage]:
+        """Rows whose hold_stage is not ``done`` (any state), oldest first."""
         ...
 
     # reading

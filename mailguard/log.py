@@ -96,9 +96,15 @@ def _scrubbed(value: Any, depth: int = 0, limit: int = MAX_FIELD) -> Any:
     return _scrubbed(repr(value), depth, limit)
 
 
+# A SHA-256 of the audit chain is hex, not a number: it may hold a 12-digit run
+# by chance, and masking it would make the logged checkpoint useless.
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
 def _scrub_and_bound(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     limit = LONG_EVENTS.get(str(event.get("event", "")), MAX_FIELD)
-    return {scrub(str(key)): _scrubbed(value, 0, limit) for key, value in event.items()}
+    return {scrub(str(key)): value if key == "chain_hash" and isinstance(value, str)
+            and _HEX_DIGEST.fullmatch(value) else _scrubbed(value, 0, limit) for key, value in event.items()}
 
 
 def configure_logging(level: str = "info", stream: Any = None) -> None:

@@ -8,6 +8,9 @@ API (small functions the relay, pipeline and store call; all cheap, never raise)
     observe_relay(seconds, outcome="")         one transaction, end of DATA to our reply
     observe_upstream_error(kind)               the upstream failed (connect, timeout, tempfail, ...)
     observe_reply(code)                        one final reply to DATA (250, 451, 550, ...)
+    set_client_connections(count, limit)       client connections open now (server.max_connections)
+    observe_connection_refused()               one client refused with 421 4.7.0 (over the limit)
+    set_upstream_connections(count, limit, waiting)  upstream links open, the cap, transactions waiting
     set_held_source(fn)                        fn() -> (held_count, oldest_received_epoch | None),
                                                called at scrape time so a release from the CLI
                                                (another process) shows up at the next scrape
@@ -33,7 +36,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import start_http_server
 
@@ -73,6 +76,49 @@ SCAN_SECONDS = Histogram(
 RELAY_SECONDS = Histogram(
     "mailguard_relay_seconds", "Time from the end of DATA to mailguard's reply (scan, decide, "
     "forward or hold).", ["outcome"], buckets=_LATENCY, registry=REGISTRY)
+
+
+CLIENT_CONNECTIONS = Gauge(
+    "mailguard_client_connections", "Client SMTP connections open now.", registry=REGISTRY)
+CLIENT_CONNECTIONS_LIMIT = Gauge(
+    "mailguard_client_connections_limit", "server.max_connections.", registry=REGISTRY)
+CONNECTIONS_REFUSED = Counter(
+    "mailguard_connections_refused", "Client connections refused with 421 4.7.0 because "
+    "server.max_connections were open.", registry=REGISTRY)
+UPSTREAM_CONNECTIONS = Gauge(
+    "mailguard_upstream_connections", "Links to the upstream open now (in use and idle).",
+    registry=REGISTRY)
+UPSTREAM_CONNECTIONS_LIMIT = Gauge(
+    "mailguard_upstream_connections_limit", "upstream.max_connections.", registry=REGISTRY)
+UPSTREAM_WAITING = Gauge(
+    "mailguard_upstream_waiting", "Transactions waiting for a free upstream link now.",
+    registry=REGISTRY)
+
+
+def set_client_connections(count: int, limit: int) -> None:
+    """Client connections open now, and the limit."""
+    try:
+        CLIENT_CONNECTIONS.set(count)
+        CLIENT_CONNECTIONS_LIMIT.set(limit)
+    except Exception:  # noqa: BLE001 - metrics never raise
+        pass
+
+
+def observe_connection_refused() -> None:
+    try:
+        CONNECTIONS_REFUSED.inc()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def set_upstream_connections(count: int, limit: int, waiting: int) -> None:
+    """Upstream links open now (leased + idle), the limit, and transactions waiting."""
+    try:
+        UPSTREAM_CONNECTIONS.set(count)
+        UPSTREAM_CONNECTIONS_LIMIT.set(limit)
+        UPSTREAM_WAITING.set(waiting)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 _UNSAFE = re.compile(r"[^a-z_.\-]+")

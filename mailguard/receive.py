@@ -47,7 +47,7 @@ from typing import Awaitable, Callable, Coroutine
 import structlog
 from aiosmtpd.smtp import Envelope, Session
 
-from mailguard import replies
+from mailguard import metrics, replies
 from mailguard.act import (
     AuditSink,
     HoldSink,
@@ -61,6 +61,7 @@ from mailguard.act import (
     refusal_reply,
 )
 from mailguard.config import Config
+from mailguard.durable import free_bytes
 from mailguard.errors import ForwardError
 from mailguard.log import get_logger
 from mailguard.policy import ACTIONS, Decision
@@ -193,11 +194,24 @@ class RelaySMTP(CompatSMTP):
         self.in_data = False
         self.conv: Conversation | None = None
         self._closing = False
+        self.over_limit = False  # refused at connect: server.max_connections were open
 
     # ------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is not None:  # STARTTLS re-entry (not offered, but be safe)
             super().connection_made(transport)
+            return
+        limit = self.relay.config.server.max_connections
+        if len(self.relay.connections) >= limit:
+            # Over server.max_connections: 421 and close, before aiosmtpd starts
+            # a session (no banner, no task, nothing held for this client).
+            self.over_limit = True
+            metrics.observe_connection_refused()
+            peer = transport.get_extra_info("peername")
+            log.warning("connection_limit_reached", peer=str(peer[0]) if peer else "?", limit=limit)
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(replies.reply("too_many_connections").encode("ascii") + b"\r\n")
+            transport.close()
             return
         conv = self.conv = Conversation(next(_conn_ids))
         peer = transport.get_extra_info("peername")
@@ -215,10 +229,14 @@ class RelaySMTP(CompatSMTP):
         super().connection_made(transport)
         setattr(self.session, "mailguard", conv)  # a Session carries its handler's state
         self.relay.connections.add(self)
+        metrics.set_client_connections(len(self.relay.connections), limit)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self.over_limit:
+            return  # never started: nothing of aiosmtpd's to tear down
         super().connection_lost(error)
         self.relay.connections.discard(self)
+        metrics.set_client_connections(len(self.relay.connections), self.relay.config.server.max_connections)
         if self.conv is not None:
             self.relay.track(self.relay.end_conversation(self.conv))
 
@@ -441,7 +459,9 @@ class Relay:
         return replies.reply("recipient_ok")
 
     async def handle_RSET(self, server: RelaySMTP, session: Session, envelope: Envelope) -> str:
-        await _conversation(session).leg.reset()
+        conv = _conversation(session)
+        await conv.leg.reset()
+        await self._release_link(conv)
         return replies.reply("ok")
 
     async def handle_QUIT(self, server: RelaySMTP, session: Session, envelope: Envelope) -> str:
@@ -460,12 +480,37 @@ class Relay:
         if not conv.leg.ready:
             log.warning("tempfailed", stage="DATA", reason="upstream link lost", **message.log_fields())
             return replies.reply("upstream_dropped")
+        if not self._room_for(len(message.data)):
+            # A full disk: no 250 whose audit record (or held copy) could not be
+            # written. The client keeps the mail and retries (Postfix's queue_minfree).
+            log.warning("tempfailed", stage="DATA", reason="store disk nearly full", **message.log_fields())
+            await conv.leg.reset()
+            await self._release_link(conv)
+            return replies.reply("insufficient_storage")
         try:
             decision = await self._inspect(message)
         except Exception as exc:  # never pass what could not be inspected
             return (await inspection_failed(message, conv.leg, exc)).reply
         acted = await act(decision, message, conv.leg, holder=self.holder, recorder=self.recorder)
+        await self._release_link(conv)
         return acted.reply
+
+    def _room_for(self, size: int) -> bool:
+        """Is there room on the store's disk for this message's records (and a held
+        copy)? store.min_free bytes stay free; an unreadable disk counts as full."""
+        try:
+            free = free_bytes(self.config.store.path)
+        except FileNotFoundError:
+            return True  # no store directory yet: the store creates it (and fails loudly)
+        except OSError:
+            return False
+        return free >= self.config.store.min_free + 2 * size
+
+    async def _release_link(self, conv: Conversation) -> None:
+        """Between transactions the link goes back to the pool, so an idle client
+        does not keep one of upstream.max_connections; its next MAIL leases again."""
+        if conv.leg.link is not None and not conv.leg.in_tx:
+            await conv.leg.drop(reusable=True)
 
     async def _inspect(self, message: Message) -> Decision:
         decision = await self.pipeline.inspect(message.mail_from, list(message.rcpt_tos), message.data)

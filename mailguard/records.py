@@ -268,6 +268,8 @@ class HeldMessage:
     upstream_reply: str | None = None
     release_started: str | None = None
     purged_at: str | None = None
+    hold_stage: str = "done"  # stored -> audited -> done (hold record and notice written)
+    release_interrupted: str | None = None  # a release died after it began: may have been delivered
 
     @property
     def approvers(self) -> list[str]:

@@ -50,6 +50,8 @@ REPLIES: dict[str, Reply] = {
     "too_many_commands": R(421, "4.7.0", "Too many commands on one connection;"
                            " closing, reconnect to continue"),
     "shutting_down": R(421, "4.3.2", "mailguard is shutting down; try again shortly"),
+    "too_many_connections": R(421, "4.7.0", "Too many connections (server.max_connections);"
+                              " try again shortly"),
     "bye": R(221, "2.0.0", "Bye"),
     "ok": R(250, "2.0.0", "Ok"),
     # envelope
@@ -69,6 +71,8 @@ REPLIES: dict[str, Reply] = {
               " release it before it is delivered"),
     "hold_unavailable": R(451, "4.7.0", "Message must be held for review but the hold store"
                           " is not available; try again later"),
+    "insufficient_storage": R(451, "4.3.1", "Insufficient system storage in mailguard's store;"
+                              " the message was not accepted, try again later"),
     "internal_error": R(451, "4.3.0", "Internal error in mailguard; the message was not"
                         " accepted, try again later"),
     # upstream
@@ -76,6 +80,8 @@ REPLIES: dict[str, Reply] = {
                               " the message was not accepted, try again later"),
     "upstream_timeout": R(451, "4.4.1", "Upstream mail server did not answer in time;"
                           " the message was not accepted, try again later"),
+    "upstream_busy": R(451, "4.4.5", "All connections to the upstream mail server are in use"
+                       " (upstream.max_connections); try again later"),
     "upstream_dropped": R(451, "4.4.2", "Connection to the upstream mail server was lost;"
                           " the message was not accepted, try again later"),
     "upstream_tempfail": R(451, "4.4.0", "Upstream mail server deferred this;"

@@ -24,7 +24,8 @@ inside the worker (partial results plus "scan time limit exceeded"), and a
 worker stuck past the hard timeout is killed and replaced. Each worker's
 address space is capped (limits.max_worker_memory, RLIMIT_AS): a MemoryError
 makes that attachment unscannable ("memory limit exceeded"; the message, if it
-happens outside any attachment) and the worker carries on. No network, no
+happens outside any attachment) and the worker carries on. Workers exit when
+the relay dies, kill -9 included (PR_SET_PDEATHSIG plus a watchdog thread). No network, no
 files written.
 
 DIAGNOSTICS: `scan_timed_out` and `scan_worker_replaced` (warning) with the
@@ -58,6 +59,10 @@ import concurrent.futures
 import multiprocessing
 import os
 import re
+import select
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
@@ -294,9 +299,10 @@ def _worker_scan(data: bytes, limits: LimitsConfig, keywords: tuple[str, ...],
     return scan_message(data, limits, keywords, negative, key, deadline)
 
 
-def _worker_init(max_memory: int) -> None:
+def _worker_init(max_memory: int, relay_pid: int = 0) -> None:
     """Cap the worker's address space: a hostile file then costs a MemoryError
-    (an unscannable item), not the machine."""
+    (an unscannable item), not the machine. Then tie the worker's life to the
+    relay's (see _watch_parent)."""
     if max_memory > 0:
         import resource
 
@@ -304,6 +310,72 @@ def _worker_init(max_memory: int) -> None:
         if hard != resource.RLIM_INFINITY:
             max_memory = min(max_memory, hard)
         resource.setrlimit(resource.RLIMIT_AS, (max_memory, hard))
+    _watch_parent(relay_pid)
+
+
+# How often the fallback watchdog looks for the relay (seconds).
+PARENT_POLL_INTERVAL = 0.5
+
+
+def _set_pdeathsig() -> None:
+    """Linux: SIGKILL this process when its parent exits (prctl PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # the watchdog thread below still covers it
+
+
+def _watch_parent(relay_pid: int) -> None:
+    """A worker exits when the relay that started it dies (kill -9 included).
+
+    Workers come from a forkserver, so their parent is the forkserver, which
+    itself exits when the relay does. PR_SET_PDEATHSIG kills the worker when
+    the forkserver goes; a daemon thread is the fallback on other systems and
+    for the race where the parent died before prctl: it exits the worker once
+    its parent changed (reparented) or the relay's pid is gone.
+    """
+    parent = os.getppid()
+    _set_pdeathsig()
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        pidfd = -1
+        if relay_pid > 0 and hasattr(os, "pidfd_open"):
+            try:
+                pidfd = os.pidfd_open(relay_pid)
+            except OSError:
+                pidfd = -1
+        while True:
+            if pidfd >= 0:
+                # Readable once the relay has exited.
+                ready, _, _ = select.select([pidfd], [], [], PARENT_POLL_INTERVAL)
+                if ready:
+                    os._exit(1)
+            else:
+                time.sleep(PARENT_POLL_INTERVAL)
+                if relay_pid > 0 and not _alive(relay_pid):
+                    os._exit(1)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="mailguard-parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 INLINE_MAX_BYTES = 16 * 1024  # ~6 ms of detection for ASCII, ~10 ms for Japanese text
@@ -359,7 +431,7 @@ class Scanner:
             ctx = multiprocessing.get_context("forkserver")
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=max(1, self.limits.scan_workers), mp_context=ctx,
-                initializer=_worker_init, initargs=(self.limits.max_worker_memory,))
+                initializer=_worker_init, initargs=(self.limits.max_worker_memory, os.getpid()))
             self._generation += 1
         return self._pool
 

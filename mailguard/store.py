@@ -21,8 +21,12 @@ with a busy timeout and every write is a short ``BEGIN IMMEDIATE`` transaction.
 States: held -> released | rejected | expired. A release sets ``release_started``
 before it talks to the upstream and marks ``released`` only after the upstream's
 250. If the releasing process dies in between, recovery finds the marker with the
-lock free and leaves the message held (the admin releases again: a duplicate is
-possible, a loss is not).
+lock free and leaves the message held, marked ``release_interrupted`` (the admin
+releases again with --force: a duplicate is possible, a loss is not).
+
+A hold is one unit: ``hold_stage`` goes stored (file + row) -> audited (its hold
+record written) -> done (the sender's notice sent or given up); recovery at start
+completes every hold left short of done (hold.Holder.recover).
 
 SECURITY: ids come from the command line; they are checked against ID_RE before
 they become paths. The message files hold My Numbers in the clear; nothing else
@@ -94,10 +98,19 @@ CREATE TABLE IF NOT EXISTS held (
     decided_reason     TEXT,
     upstream_reply     TEXT,
     release_started    TEXT,
-    purged_at          TEXT
+    purged_at          TEXT,
+    hold_stage         TEXT NOT NULL DEFAULT 'done',  -- stored | audited | done
+    release_interrupted TEXT
 );
 CREATE INDEX IF NOT EXISTS held_state_received ON held(state, received);
+CREATE INDEX IF NOT EXISTS held_sha256 ON held(sha256);
 """
+# Columns added after the first release: (name, declaration) for ALTER TABLE.
+_ADDED_COLUMNS = (
+    ("hold_stage", "TEXT NOT NULL DEFAULT 'done'"),
+    ("release_interrupted", "TEXT"),
+)
+HOLD_STORED, HOLD_AUDITED, HOLD_DONE = "stored", "audited", "done"
 
 
 def now_iso() -> str:
@@ -160,6 +173,11 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             with self._write():
+                have = {r["name"] for r in self._db.execute("PRAGMA table_info(held)")}
+                if have:
+                    for name, decl in _ADDED_COLUMNS:
+                        if name not in have:
+                            self._db.execute(f"ALTER TABLE held ADD COLUMN {name} {decl}")
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         self._db.execute(stmt)
@@ -282,6 +300,7 @@ class Store:
                 "size": len(data), "sha256": sha256,
                 "approvals_required": max(1, int(approvals_required)),
                 "approvals": "[]", "received": now, "updated": now,
+                "hold_stage": HOLD_STORED,
             }
             cols = ", ".join(row)
             marks = ", ".join("?" for _ in row)
@@ -300,6 +319,37 @@ class Store:
             if fd >= 0:
                 os.close(fd)
         return self.get(hold_id)
+
+    def find_held_copy(self, mail_from: str, rcpt_tos: Sequence[str], sha256: str, message_id: str,
+                       received_after: str) -> HeldMessage | None:
+        """A message already held with this envelope, digest and Message-ID, received
+        after ``received_after`` (ISO 8601 UTC): a client's resend of it."""
+        rows = self._query(
+            "SELECT * FROM held WHERE sha256 = ? AND message_id = ? AND mail_from = ? AND received > ?"
+            " ORDER BY received",
+            (sha256, message_id, mail_from, received_after))
+        for r in rows:
+            held = _row_to_held(r)
+            if list(held.rcpt_tos) == list(rcpt_tos):
+                return held
+        return None
+
+    def incomplete_holds(self) -> builtins.list[HeldMessage]:
+        """Holds whose hold record or sender notice may be missing (hold_stage not done)."""
+        rows = self._query("SELECT * FROM held WHERE hold_stage != ? ORDER BY received", (HOLD_DONE,))
+        return [_row_to_held(r) for r in rows]
+
+    def set_hold_stage(self, hold_id: str, stage: str) -> None:
+        """Record how far a hold got: ``audited`` (its hold record is written), ``done``
+        (and its notice sent or given up). Never moves backwards."""
+        order = (HOLD_STORED, HOLD_AUDITED, HOLD_DONE)
+        if stage not in order:
+            raise ValueError(stage)
+        earlier = order[:order.index(stage)]
+        marks = ", ".join("?" for _ in earlier)
+        with self._write() as db:
+            db.execute(f"UPDATE held SET hold_stage = ? WHERE id = ? AND hold_stage IN ({marks})",
+                       (stage, check_id(hold_id), *earlier))
 
     def _row_exists(self, hold_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM held WHERE id = ?", (hold_id,)))
@@ -505,7 +555,10 @@ class Store:
             try:
                 with self.locked(hold_id) as msg:
                     if msg.state == HELD and msg.release_started:
-                        self.clear_release_started(hold_id)
+                        with self._write() as db:
+                            db.execute("UPDATE held SET release_started = NULL, release_interrupted ="
+                                       " COALESCE(release_interrupted, release_started) WHERE id = ?",
+                                       (hold_id,))
                         rec.releases_interrupted.append(hold_id)
             except StoreError:
                 continue  # busy: a release is running in another process

@@ -42,6 +42,7 @@ from mailguard.durable import write_file
 from mailguard.errors import (
     ConfigError,
     ForwardError,
+    UpstreamBusy,
     UpstreamRefused,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -276,10 +277,13 @@ def tls_context(cfg: UpstreamConfig) -> ssl.SSLContext:
 
 
 class UpstreamPool:
-    """Idle upstream connections kept for reuse (at most ``pool_size`` idle).
+    """Upstream links: at most ``max_connections`` open (leased + idle), at most
+    ``pool_size`` of them idle for reuse.
 
-    Leases are not capped: each client connection holds at most one link, so
-    concurrency upstream is bounded by the clients the relay serves.
+    A lease when every link is in use waits for one to come back (or a slot to
+    free) for ``connection_wait`` seconds, then raises UpstreamBusy (451 4.4.5):
+    1,500 clients no longer open 1,500 connections to the smarthost. Links that
+    ``send_message`` opens without a pool (releases, notices) are not counted.
     """
 
     def __init__(self, cfg: UpstreamConfig, *, local_hostname: str | None = None) -> None:
@@ -291,6 +295,9 @@ class UpstreamPool:
         self._tls: ssl.SSLContext | None = None
         self._auth: tuple[str, str] | None = None
         self.extensions: frozenset[str] | None = None  # last seen from the upstream
+        self.max_connections = max(1, cfg.max_connections)
+        self.open = 0  # SMTP links open now: leased, idle, or being dialled
+        self._waiters: list[asyncio.Future[None]] = []
         if self.scheme == "maildir":
             self.extensions = MAILDIR_EXTENSIONS
             return
@@ -309,18 +316,60 @@ class UpstreamPool:
     async def acquire(self) -> Link:
         if self.scheme == "maildir":
             return MaildirLink(self.cfg.maildir)
-        now = time.monotonic()
-        while self._idle:
-            link = self._idle.pop()
-            if link.alive and now - link.idle_since < IDLE_MAX_AGE:
-                link.reused = True
-                return link
-            self._close_soon(link)
-        return await self.connect()
+        deadline: float | None = None
+        while True:
+            now = time.monotonic()
+            while self._idle:
+                link = self._idle.pop()
+                if link.alive and now - link.idle_since < IDLE_MAX_AGE:
+                    link.reused = True
+                    return link
+                self._close_soon(link)
+            if self.open < self.max_connections:
+                return await self._dial()
+            deadline = deadline or now + self.cfg.connection_wait
+            await self._wait(deadline)
+
+    async def _wait(self, deadline: float) -> None:
+        """Wait until a link comes back or a slot frees; UpstreamBusy at the deadline."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise UpstreamBusy(f"all {self.max_connections} upstream connections stayed in use")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._report()
+        try:
+            await asyncio.wait_for(fut, left)
+        except asyncio.TimeoutError:
+            raise UpstreamBusy(f"all {self.max_connections} upstream connections stayed in use"
+                               f" for {self.cfg.connection_wait:g} s") from None
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+            self._report()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            fut = self._waiters.pop(0)
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def _gone(self) -> None:
+        """One counted link is closed (or its dial failed): a slot is free."""
+        self.open = max(0, self.open - 1)
+        self._report()
+        self._wake()
+
+    def _report(self) -> None:
+        from mailguard import metrics
+
+        metrics.set_upstream_connections(self.open, self.max_connections, len(self._waiters))
 
     def _close_soon(self, link: SMTPLink) -> None:
         # Referenced until done (the loop keeps only weak references to tasks);
-        # close() waits for these.
+        # close() waits for these. The slot is free at once: the link is done.
+        self._gone()
         task = asyncio.ensure_future(link.close())
         self._closing.add(task)
         task.add_done_callback(self._closed)
@@ -331,6 +380,26 @@ class UpstreamPool:
             task.exception()  # retrieved: a failed QUIT is nothing to report
 
     async def connect(self) -> SMTPLink:
+        """A fresh link (never an idle one), within max_connections: an idle link is
+        closed to make room, else this waits like ``acquire``."""
+        deadline = time.monotonic() + self.cfg.connection_wait
+        while self.open >= self.max_connections:
+            if self._idle:
+                self._close_soon(self._idle.pop(0))
+                continue
+            await self._wait(deadline)
+        return await self._dial()
+
+    async def _dial(self) -> SMTPLink:
+        self.open += 1
+        self._report()
+        try:
+            return await self._dial_counted()
+        except BaseException:
+            self._gone()
+            raise
+
+    async def _dial_counted(self) -> SMTPLink:
         smtp = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
@@ -370,6 +439,12 @@ class UpstreamPool:
         ):
             link.idle_since = time.monotonic()
             self._idle.append(link)
+            self._wake()
+        elif isinstance(link, SMTPLink):
+            try:
+                await link.close()
+            finally:
+                self._gone()
         else:
             await link.close()
 

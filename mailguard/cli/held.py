@@ -20,7 +20,7 @@ from typing import Any
 from mailguard.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_option
 from mailguard.config import Config
 from mailguard.holdstore import HoldStore, open_store
-from mailguard.store import ID_RE, STATES
+from mailguard.store import ID_RE, STATES, HeldMessage
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("id")
         q.add_argument("--reason", required=True, type=non_blank_reason,
                        help="why (recorded in the audit log; must not be blank)")
+        if name == "release":
+            q.add_argument("--force", action="store_true",
+                           help="release even though an earlier release was cut off (may deliver twice)")
         q.set_defaults(func=run_release if name == "release" else run_reject)
 
     q = hs.add_parser("expire", help="expire mail held past store.hold_expiry_hours (never releases)")
@@ -109,12 +112,36 @@ def _operator() -> str:
     return operator_identity()
 
 
+INTERRUPTED_NOTE = ("a release was cut off after it began: the upstream may already have delivered it;"
+                    " `held release --force` sends it again")
+
+
+def _cut_off(store: HoldStore, h: HeldMessage) -> bool:
+    """A release of ``h`` was cut off: marked by recovery, or its marker left by a
+    dead process (the lock is free; a live release holds it)."""
+    from mailguard.errors import StoreError
+    from mailguard.hold import release_cut_off
+
+    if release_cut_off(h, lock_free=False):
+        return True
+    if not (h.state == "held" and h.release_started):
+        return False
+    try:
+        with store.locked(h.id) as now:
+            return release_cut_off(now, lock_free=True)
+    except StoreError:
+        return False  # busy: a release is running now
+
+
 def run_list(args: argparse.Namespace, config: Config) -> int:
     store = _open(config)
     rows = store.list(None if args.state == "all" else args.state)
     if args.json:
         for h in rows:
-            print(json.dumps(_masked(h.summary()), ensure_ascii=False))
+            d = h.summary()
+            if _cut_off(store, h):
+                d["release_interrupted"] = True
+            print(json.dumps(_masked(d), ensure_ascii=False))
         return EXIT_OK
     if not rows:
         print(f"no {args.state} mail" if args.state != "all" else "no mail in the store")
@@ -126,7 +153,8 @@ def run_list(args: argparse.Namespace, config: Config) -> int:
     for h in rows:
         to = ", ".join(h.rcpt_tos[:3]) + (f" (+{len(h.rcpt_tos) - 3})" if len(h.rcpt_tos) > 3 else "")
         print(f"{h.id:16}  {h.state:8}  {show_time(h.received, tz):23}  {h.persons:>7}  {h.rule[:20]:20}  "
-              + _masked(f"{h.mail_from or '<>'} -> {to}"))
+              + _masked(f"{h.mail_from or '<>'} -> {to}")
+              + ("  [RELEASE INTERRUPTED]" if _cut_off(store, h) else ""))
     return EXIT_OK
 
 
@@ -145,12 +173,17 @@ def run_show(args: argparse.Namespace, config: Config) -> int:
     held = store.get(args.id)
     d = _masked(held.detail())
     d["expires"] = hold_expiry(held, config)
+    cut_off = _cut_off(store, held)
+    if cut_off:
+        d["release_interrupted"] = True
     if args.json:
         print(json.dumps(d, ensure_ascii=False))
         return EXIT_OK
     from mailguard.localtime import show_time
 
     tz = config.organisation.timezone
+    if cut_off:
+        print(f"{'WARNING:':20}{INTERRUPTED_NOTE}")
     for key in ("id", "state", "rule", "from", "to", "persons", "received", "expires", "subject", "message_id",
                 "size", "sha256", "approvals_required", "decided_at", "decided_by", "decided_reason",
                 "upstream_reply", "purged_at"):
@@ -190,7 +223,8 @@ def run_release(args: argparse.Namespace, config: Config) -> int:
     from mailguard.hold import release_message
 
     store = _open(config)
-    out = asyncio.run(release_message(config, store, store.audit, args.id, _operator(), args.reason))
+    out = asyncio.run(release_message(config, store, store.audit, args.id, _operator(), args.reason,
+                                      force=args.force))
     if out.delivered:
         print(f"{args.id}: released; upstream replied {out.reply}")
         return EXIT_OK

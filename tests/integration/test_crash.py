@@ -143,8 +143,10 @@ def test_kill9_during_holds_and_releases_loses_nothing(tmp_path):
         assert interrupted.state == "held" and interrupted.release_started is None
         assert "release-interrupted" in (store_path / "audit.jsonl").read_text()
 
-        # The interrupted release can be completed (a duplicate is allowed, a loss is not).
-        r = cli(cfg, "held", "release", ids[0], "--reason", "after the crash")
+        # The interrupted release can be completed (a duplicate is allowed, a loss is not),
+        # once the admin says so: it may already have been delivered (issue 14, item 5).
+        assert cli(cfg, "held", "release", ids[0], "--reason", "after the crash").returncode == 1
+        r = cli(cfg, "held", "release", ids[0], "--reason", "after the crash", "--force")
         assert r.returncode == 0, r.stderr
         assert any(m[2] == pre[ids[0]] for m in sink.to(EXTERNAL))
         assert held_list(cfg, "released")

@@ -129,3 +129,86 @@ def test_dict_keys_are_scrubbed_too(tmp_path):
     text = (tmp_path / "audit.jsonl").read_text(encoding="utf-8")
     assert "123456789018" not in text and "********9018@example.jp" in text
     assert log.verify().ok
+
+
+# -- the tail: checkpoints outside the file (issue 14, item 2) -----------------
+
+
+def _cut_lines(a, n):
+    ls = lines(a)
+    a.path.write_bytes(b"".join(ls[:len(ls) - n]))
+
+
+@pytest.mark.parametrize("cut", [1, 10, "all"])
+def test_cutting_the_tail_is_detected(tmp_path, cut):
+    from mailguard.audit import Checkpoint
+
+    a = AuditLog(tmp_path)
+    for i in range(15):
+        a.append("pass", operator="mailguard", n=i)
+    assert a.last_checkpoint().seq == 15
+    if cut == "all":
+        a.path.write_bytes(b"")
+    else:
+        _cut_lines(a, cut)
+    r = AuditLog(tmp_path).verify()
+    assert not r.ok and r.bad_line is None and "checkpointed" in r.reason
+    assert isinstance(a.last_checkpoint(), Checkpoint)
+
+
+def test_a_rewrite_with_recomputed_hashes_is_caught_by_a_kept_checkpoint(tmp_path):
+    """The attacker rewrites the file and the store database: only a head kept
+    elsewhere (syslog, an inspector's notes) shows it."""
+    from mailguard.audit import Checkpoint
+
+    a = AuditLog(tmp_path)
+    for i in range(5):
+        a.append("hold", operator="mailguard", id=f"id{i}")
+    kept = a.verify().head
+    assert kept == a.last_checkpoint() and kept.seq == 5
+    # Rewrite: drop record 3 and rebuild the chain (and its checkpoint) from scratch.
+    recs = list(a.records())
+    del recs[2]
+    a.path.unlink()
+    (tmp_path / "meta.sqlite").unlink()
+    b = AuditLog(tmp_path)
+    for r in recs:
+        b.append(r["event"], operator=r["operator"], id=r["id"])
+    b.append("hold", operator="mailguard", id="padding")  # same length as before
+    assert b.verify().ok  # the file and its own checkpoint agree
+    r = b.verify(checkpoint=kept)
+    assert not r.ok and r.bad_line == 5 and "checkpoint" in r.reason
+    shorter = Checkpoint(kept.seq + 3, kept.hash)
+    r = b.verify(checkpoint=shorter)
+    assert not r.ok and r.bad_line is None
+
+
+def test_a_kept_checkpoint_that_matches_passes_and_parses(log):
+    from mailguard.audit import Checkpoint
+
+    head = log.verify().head
+    assert Checkpoint.parse(str(head)) == head
+    r = log.verify(checkpoint=Checkpoint.parse(f"3:{list(log.records())[2]['hash']}"))
+    assert r.ok and len(r.checked) == 2
+    for bad in ("3", "x:" + "a" * 64, "3:" + "a" * 63, "0:" + "a" * 64):
+        with pytest.raises(ValueError):
+            Checkpoint.parse(bad)
+
+
+def test_the_checkpoint_is_logged_as_one_event(tmp_path):
+    import io
+
+    import structlog
+
+    from mailguard.log import configure_logging
+
+    out = io.StringIO()
+    before = structlog.get_config()
+    configure_logging(stream=out)
+    try:
+        rec = AuditLog(tmp_path).append("pass", operator="mailguard")
+    finally:
+        structlog.configure(**before)
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    cp = [e for e in events if e["event"] == "audit_checkpoint"]
+    assert cp and cp[-1]["seq"] == rec["seq"] and cp[-1]["chain_hash"] == rec["hash"]

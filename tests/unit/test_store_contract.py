@@ -236,6 +236,8 @@ def test_recover_removes_crash_leftovers_and_keeps_committed_mail(backend: Backe
     assert rec.releases_interrupted == [interrupted.id]
     assert {h.id for h in store.list()} == {kept.id, interrupted.id}
     assert store.get(interrupted.id).release_started is None
+    # ... but marked, so `held show` warns that a release again may deliver twice (item 5)
+    assert store.get(interrupted.id).release_interrupted and not store.get(kept.id).release_interrupted
     assert store.read_message(kept.id)[1] == DATA
     again = other.recover()  # safe to repeat: nothing more to do
     assert (again.temp_removed, again.orphans_removed, again.releases_interrupted) == (0, 0, [])
@@ -263,3 +265,51 @@ def test_audit_sink_appends_chains_and_verifies(config: Config, store: HoldStore
     since = datetime.now(UTC) - timedelta(minutes=1)
     assert len(list(sink.export(since))) == 2
     assert sink.location() and sink.part_count() == 1
+
+
+def test_audit_sink_checkpoints_its_head_and_verify_catches_a_cut(config: Config, store: HoldStore) -> None:
+    """Every append checkpoints the head outside the records (issue 14, item 2)."""
+    from mailguard.audit import Checkpoint
+
+    sink = store.audit
+    assert sink.last_checkpoint() is None
+    for i in range(3):
+        last = sink.append("pass", operator="mailguard", n=i)
+    head = Checkpoint(last["seq"], last["hash"])
+    assert sink.last_checkpoint() == head
+    assert open_audit(config).last_checkpoint() == head
+    result = sink.verify(checkpoint=head)
+    assert result.ok and result.head == head
+    beyond = sink.verify(checkpoint=Checkpoint(head.seq + 1, head.hash))
+    assert not beyond.ok and beyond.bad_line is None
+    other = sink.verify(checkpoint=Checkpoint(head.seq, "0" * 64))
+    assert not other.ok
+
+
+def test_a_hold_moves_through_its_stages_once(store: HoldStore, other: HoldStore) -> None:
+    """stored -> audited -> done, never back; recovery completes what is short (issue 14, item 1)."""
+    held = add(store)
+    assert held.hold_stage == "stored"
+    assert [h.id for h in other.incomplete_holds()] == [held.id]
+    store.set_hold_stage(held.id, "audited")
+    assert other.get(held.id).hold_stage == "audited"
+    store.set_hold_stage(held.id, "done")
+    store.set_hold_stage(held.id, "audited")  # never backwards
+    assert other.get(held.id).hold_stage == "done"
+    assert other.incomplete_holds() == []
+    with pytest.raises(ValueError):
+        store.set_hold_stage(held.id, "bogus")
+
+
+def test_a_resend_finds_the_held_copy(store: HoldStore, other: HoldStore) -> None:
+    held = add(store, sha256="ab" * 32, message_id="<resend@x>")
+    rcpts = ["b@example.com", "c@example.org"]
+    since = _iso(-timedelta(hours=1))
+    found = other.find_held_copy("a@city.example.lg.jp", rcpts, "ab" * 32, "<resend@x>", since)
+    assert found is not None and found.id == held.id
+    assert other.find_held_copy("a@city.example.lg.jp", rcpts[:1], "ab" * 32, "<resend@x>", since) is None
+    assert other.find_held_copy("z@city.example.lg.jp", rcpts, "ab" * 32, "<resend@x>", since) is None
+    assert other.find_held_copy("a@city.example.lg.jp", rcpts, "cd" * 32, "<resend@x>", since) is None
+    assert other.find_held_copy("a@city.example.lg.jp", rcpts, "ab" * 32, "<other@x>", since) is None
+    later = _iso(timedelta(seconds=1))  # outside the hold lifetime
+    assert other.find_held_copy("a@city.example.lg.jp", rcpts, "ab" * 32, "<resend@x>", later) is None
