@@ -76,7 +76,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-from mailguard.durable import file_mode
+from mailguard.durable import chmod_own, file_mode
 from mailguard.errors import AuditError
 from mailguard.log import get_logger, scrub
 
@@ -215,6 +215,7 @@ class AuditLog:
         tmp = self._reserve.with_name(f".{RESERVE_FILE}.{os.getpid()}.{threading.get_ident()}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            os.fchmod(fd, file_mode())  # the umask would strip store.group's bits
         except OSError:
             return
         try:
@@ -296,7 +297,7 @@ class AuditLog:
                 if self._db is None:
                     db = sqlite3.connect(self._checkpoint_db, timeout=30, isolation_level=None,
                                          check_same_thread=False)
-                    os.chmod(self._checkpoint_db, 0o600)
+                    chmod_own(self._checkpoint_db, file_mode())  # 0600, or 0660 with store.group
                     db.execute("PRAGMA busy_timeout=30000")
                     # NORMAL: a power cut may lose the newest checkpoint, leaving it behind
                     # the file (safe), never ahead of it: the record was fsynced first.

@@ -270,7 +270,7 @@ class Holder:
             if held.hold_stage == HOLD_STORED and held.id not in recorded:
                 self.audit.append("hold", operator=SYSTEM_OPERATOR, reasons=list(held.reasons),
                                   unscannable=[dict(u) for u in held.unscannable], size=held.size,
-                                  sha256=held.sha256, message_id=held.message_id,
+                                  sha256=held.sha256,
                                   approvals_required=held.approvals_required, recovered=True,
                                   **_audit_fields(held))
             self.store.set_hold_stage(held.id, HOLD_AUDITED)
