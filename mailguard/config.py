@@ -84,6 +84,10 @@ class StoreConfig:
     hold_expiry_hours: float = 72.0
     notify_sender: bool = True
     notice_from: str = ""  # envelope/From of notices; empty = postmaster@<hostname>
+    # "postgresql://user@host:port/dbname" (libpq URI; the password from the URI,
+    # PGPASSFILE or PGPASSWORD): the shared PostgreSQL store of several nodes
+    # (mailguard.pgstore). Empty = the embedded files + SQLite store under `path`.
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -340,6 +344,8 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
         if not value.strip():
             # "" would silently mean the current directory.
             raise ConfigError(source, key, "must not be empty; give a directory path")
+    if cfg.store.url:
+        check_store_url(cfg.store.url, source)
     policy_dir = _resolve(base, cfg.policy.dir)
     if not Path(policy_dir).is_dir():
         raise ConfigError(source, "policy.dir", f"{policy_dir}: directory not found")
@@ -352,3 +358,22 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
         policy=PolicyConfig(policy_dir),
         source=source,
     )
+
+
+STORE_URL_SCHEMES = ("postgresql", "postgres")
+
+
+def check_store_url(url: str, source: str = "store.url") -> str:
+    """A libpq URI naming a database, else ConfigError (never echoes a password)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError as exc:
+        raise ConfigError(source, "store.url", f"not a URL: {exc}") from None
+    if parts.scheme not in STORE_URL_SCHEMES:
+        raise ConfigError(source, "store.url",
+                          f"scheme {parts.scheme + '://' if parts.scheme else '(none)'} is not supported;"
+                          " expected postgresql://user@host:port/dbname")
+    if not parts.path.strip("/") and "dbname=" not in parts.query:
+        raise ConfigError(source, "store.url", "names no database; expected postgresql://user@host:port/dbname")
+    return url
