@@ -56,7 +56,7 @@ from mailguard.records import Envelope, HeldMessage
 from mailguard.store import FINAL_STATES, HELD, Recovery, check_id, new_id, now_iso
 
 POOL_MAX = 8  # the relay's worker threads plus a lock or two
-POOL_TIMEOUT = 5.0  # seconds to wait for a connection before the 451
+POOL_TIMEOUT = 3.0  # seconds to wait for a connection before the 451
 CONNECT_TIMEOUT = 3  # seconds, libpq connect_timeout
 _SCHEMA_LOCK = 0x6D67_7363_6865_6D61  # "mgschema": one node applies the schema at a time
 _JSON_COLS = ("reasons", "rcpt_tos", "findings", "fingerprints", "unscannable", "approvals")
@@ -160,9 +160,10 @@ def _row_to_held(row: dict[str, Any]) -> HeldMessage:
 class PgStore:
     """One database shared by every node. Thread-safe (a connection pool)."""
 
-    def __init__(self, url: str, *, pool_max: int = POOL_MAX) -> None:
+    def __init__(self, url: str, *, pool_max: int = POOL_MAX, pool_timeout: float = POOL_TIMEOUT) -> None:
         self.url = url
         self.where = redact(url)
+        self._timeout = pool_timeout
         self._audit: Any = None
         self._lock = threading.Lock()
         self._lock_conns: dict[str, psycopg.Connection[Any]] = {}
@@ -170,7 +171,7 @@ class PgStore:
             if _current_version(conn) < SCHEMA_VERSION:
                 _apply(conn, url)
         self._pool = psycopg_pool.ConnectionPool(
-            url, min_size=1, max_size=pool_max, timeout=POOL_TIMEOUT, open=True,
+            url, min_size=1, max_size=pool_max, timeout=pool_timeout, open=True,
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT},
             configure=_configure, check=psycopg_pool.ConnectionPool.check_connection,
             reconnect_timeout=0,  # 0: keep trying for as long as the server is away
@@ -203,7 +204,7 @@ class PgStore:
             with self._pool.connection() as conn:
                 yield conn
         except psycopg_pool.PoolTimeout as exc:
-            raise StoreError(f"PostgreSQL at {self.where} unreachable: no connection in {POOL_TIMEOUT:g} s") from exc
+            raise StoreError(f"PostgreSQL at {self.where} unreachable: no connection in {self._timeout:g} s") from exc
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL at {self.where}: {_why(exc)}") from exc
 
