@@ -174,7 +174,11 @@ class PgStore:
             url, min_size=1, max_size=pool_max, timeout=pool_timeout, open=True,
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT},
             configure=_configure, check=psycopg_pool.ConnectionPool.check_connection,
-            reconnect_timeout=0,  # 0: keep trying for as long as the server is away
+            # 0: a background reconnect gives up after one quick retry instead of
+            # backing off (1 s, 2 s, 4 s, ...); a request that finds no connection
+            # starts a fresh attempt at once. So the first request after the
+            # server is back connects, rather than waiting out a backoff (a late 451).
+            reconnect_timeout=0,
             name="mailguard-store",
         )
 
