@@ -41,6 +41,7 @@ import builtins
 import contextlib
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from importlib import resources
@@ -54,6 +55,10 @@ from psycopg.rows import dict_row
 from mailguard.errors import NotFound, StoreError
 from mailguard.records import Envelope, HeldMessage
 from mailguard.store import FINAL_STATES, HELD, Recovery, check_id, new_id, now_iso
+
+# psycopg_pool warns in plain text on every failed connect, which would break the
+# relay's JSON log; the StoreError it leads to carries the reason there instead.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 POOL_MAX = 8  # the relay's worker threads plus a lock or two
 POOL_TIMEOUT = 3.0  # seconds to wait for a connection before the 451
