@@ -94,6 +94,10 @@ class StoreConfig:
     notice_from: str = ""  # envelope/From of notices; empty = postmaster@<hostname>
     group: str = ""  # admin group that may read and change the store (files 0660, dirs 2770); empty = owner only
     min_free: int = 64 * 1024 * 1024  # bytes free on store.path below which new mail is 451 4.3.1
+    # "postgresql://user@host:port/dbname" (libpq URI; the password from the URI,
+    # PGPASSFILE or PGPASSWORD): the shared PostgreSQL store of several nodes
+    # (mailguard.pgstore). Empty = the embedded files + SQLite store under `path`.
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -386,6 +390,8 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
         if not value.strip():
             # "" would silently mean the current directory.
             raise ConfigError(source, key, "must not be empty; give a directory path")
+    if cfg.store.url:
+        check_store_url(cfg.store.url, source)
     policy_dir = _resolve(base, cfg.policy.dir)
     if not Path(policy_dir).is_dir():
         raise ConfigError(source, "policy.dir", f"{policy_dir}: directory not found")
@@ -399,3 +405,22 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
         policy=PolicyConfig(policy_dir),
         source=source,
     )
+
+
+STORE_URL_SCHEMES = ("postgresql", "postgres")
+
+
+def check_store_url(url: str, source: str = "store.url") -> str:
+    """A libpq URI naming a database, else ConfigError (never echoes a password)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError as exc:
+        raise ConfigError(source, "store.url", f"not a URL: {exc}") from None
+    if parts.scheme not in STORE_URL_SCHEMES:
+        raise ConfigError(source, "store.url",
+                          f"scheme {parts.scheme + '://' if parts.scheme else '(none)'} is not supported;"
+                          " expected postgresql://user@host:port/dbname")
+    if not parts.path.strip("/") and "dbname=" not in parts.query:
+        raise ConfigError(source, "store.url", "names no database; expected postgresql://user@host:port/dbname")
+    return url

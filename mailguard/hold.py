@@ -220,7 +220,7 @@ class Notifier:
         try:
             self.audit.append(event, operator=SYSTEM_OPERATOR, **fields)
         except AuditError as exc:
-            log.error("audit_failed", event=event, error=str(exc))
+            log.error("audit_failed", audit_event=event, error=str(exc))  # `event` is structlog's own
 
 
 # -- the relay's side -----------------------------------------------------------

@@ -8,9 +8,11 @@
     HoldStore                             held messages: add, get, list, lock, state changes
     AuditSink                             ``HoldStore.audit``: the hash-chained audit log
 
-Backends: the files + SQLite store (mailguard.store.Store) is the only one today;
-a PostgreSQL store for several nodes will join it behind the same interface and
-be chosen here from the configuration. So callers never see paths, SQL or file
+    fingerprint_key(config) -> bytes      the key of detect's fingerprints, as the store keeps it
+
+Backends: the files + SQLite store (mailguard.store.Store) under ``store.path``,
+the default; the PostgreSQL store several nodes share (mailguard.pgstore.PgStore)
+when ``store.url`` is set. Chosen here from the configuration. So callers never see paths, SQL or file
 names: only ids, HeldMessage rows, Envelope + bytes, and ISO 8601 UTC times.
 
 Contract every backend keeps (tests/unit/test_store_contract.py checks it):
@@ -160,19 +162,49 @@ class HoldStore(Protocol):
 
 def open_store(config: Config) -> HoldStore:
     """The configured hold store, opened (and created if new). Raises StoreError."""
+    if config.store.url:
+        from mailguard.pgstore import PgStore  # psycopg only for a node that uses it
+
+        return PgStore(config.store.url)
     return Store(config.store.path)
 
 
 def open_audit(config: Config) -> AuditSink:
     """The configured audit sink alone (the same records as ``open_store(config).audit``)."""
+    if config.store.url:
+        return open_store(config).audit
     return AuditLog(config.store.path)
 
 
 def store_exists(config: Config) -> bool:
     """Has a hold store been created where the configuration points? Creates nothing."""
+    if config.store.url:
+        from mailguard.pgstore import schema_version
+
+        return schema_version(config.store.url) > 0
     return Store.exists(config.store.path)
 
 
 def probe_store(config: Config) -> str:
     """Can this user write to the store? A detail on success; StoreError naming the problem."""
+    if config.store.url:
+        from mailguard.pgstore import PgStore
+
+        return PgStore.probe(config.store.url)
     return Store.probe(config.store.path)
+
+
+def fingerprint_key(config: Config) -> bytes:
+    """The fingerprint key: a file in ``store.path``, or the row every node shares."""
+    if config.store.url:
+        from mailguard.pgaudit import load_or_create_key as load_shared_key
+        from mailguard.pgstore import PgStore
+
+        store = PgStore(config.store.url, pool_max=1)
+        try:
+            return load_shared_key(store)
+        finally:
+            store.close()
+    from mailguard.secret import load_or_create_key
+
+    return load_or_create_key(config.store.path)

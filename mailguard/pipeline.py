@@ -57,13 +57,13 @@ class Pipeline:
         # Built on first use so `mailguard check`, `policy check` and a refused
         # SIGHUP reload never start scan workers or touch the store.
         if self._scanner is None:
-            from mailguard.secret import load_or_create_key
+            from mailguard.holdstore import fingerprint_key
 
             self._scanner = scan.Scanner(
                 self.config.limits,
                 keywords=self.policy.keywords,
                 negative=self.policy.negative,
-                key=load_or_create_key(self.config.store.path),
+                key=fingerprint_key(self.config),
             )
         return self._scanner
 

@@ -22,13 +22,14 @@ from mailguard.config import Config, load_config
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md"] + [
     REPO / "docs" / n
-    for n in ("install.md", "postfix.md", "troubleshooting.md", "inspection.md", "operations.md", "policy.md")
+    for n in ("install.md", "postfix.md", "troubleshooting.md", "inspection.md", "operations.md", "policy.md",
+              "multinode.md")
 ]
 
 # Synopsis placeholders (`held show ID`, `--since DATE`) and sample values that parse.
 PLACEHOLDERS = {"ID": "kqzxmwtrbfjdpsva", "TEXT": "x", "DAYS": "30", "DATE": "2025-04-01",
                 "FILE": "mailguard.toml", "ADDR": "a@city.example.lg.jp", "MESSAGE": "m.eml",
-                "STATE": "held"}
+                "STATE": "held", "URL": "postgresql://mailguard@db.example:5432/mailguard"}
 
 
 def expand_synopsis(line: str) -> str:

@@ -2,8 +2,9 @@
 
 Each backend is a Backend entry in BACKENDS: how to open two views of one store
 (two processes' worth: separate connections and locks) and how to leave what a
-crashed writer leaves behind. Only the files + SQLite store exists today; the
-PostgreSQL store joins this list and must pass the same tests unchanged.
+crashed writer leaves behind. The files + SQLite store and the PostgreSQL store
+(a throwaway cluster from pg_support; skipped where PostgreSQL is not installed,
+unless MAILGUARD_REQUIRE_POSTGRES=1) pass the same tests.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ FP = "cd" * 32
 @dataclass
 class Backend:
     name: str
-    config: Callable[[Path], Config]
+    config: Callable[[Path, pytest.FixtureRequest], Config]
     # Leave what a writer killed mid-add leaves: returns how many leftovers.
     crash_leftovers: Callable[[HoldStore], int]
 
 
-def _files_config(tmp: Path) -> Config:
+def _files_config(tmp: Path, request: pytest.FixtureRequest) -> Config:
     return Config(store=StoreConfig(path=str(tmp / "store")))
 
 
@@ -54,8 +55,19 @@ def _files_root(store: HoldStore) -> str:
     return str(store.path)  # type: ignore[attr-defined]  # files backend only
 
 
+def _pg_config(tmp: Path, request: pytest.FixtureRequest) -> Config:
+    url = request.getfixturevalue("pg_url")
+    return Config(store=StoreConfig(path=str(tmp / "spool"), url=url))
+
+
+def _pg_leftovers(store: HoldStore) -> int:
+    # An add is one transaction: a writer killed before COMMIT leaves nothing.
+    return 0
+
+
 BACKENDS = [
     pytest.param(Backend("files", _files_config, _files_leftovers), id="files"),
+    pytest.param(Backend("postgresql", _pg_config, _pg_leftovers), id="postgresql"),
 ]
 
 
@@ -65,8 +77,8 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture
-def config(backend: Backend, tmp_path: Path) -> Config:
-    return backend.config(tmp_path)
+def config(backend: Backend, tmp_path: Path, request: pytest.FixtureRequest) -> Config:
+    return backend.config(tmp_path, request)
 
 
 @pytest.fixture

@@ -1,0 +1,188 @@
+"""The audit chain and the fingerprint key in PostgreSQL (beside mailguard.pgstore).
+
+    PgAudit(store)                  an AuditSink: append, records, verify, export
+    load_or_create_key(store)       the fingerprint key every node shares
+    append_raw(conn, record)        put an existing record in place (store migrate)
+
+The records are the same canonical JSON lines as audit.jsonl (mailguard.audit),
+one row each in ``audit``, so an inspector checks them the same way. An append
+locks the single row of ``audit_head`` (seq, hash of the last record), writes
+the record and moves the head in one transaction: appends from every node are
+serialised by that row lock, so seq follows commit order and the chain never
+forks. Within one process, appends that arrive while one is being written are
+written together by the next transaction (group commit: one lock, one fsync for
+the batch); each caller still returns only after its record's COMMIT. Editing a row breaks its hash, deleting one breaks the next prev and seq,
+both found by ``verify`` (bad_line = the seq where the chain breaks).
+
+SECURITY: fields are scrubbed as in the embedded log (a 12-digit run is masked)
+before they are hashed. The key row is as secret as the held mail; it is never
+logged or put in a message.
+DIAGNOSTICS: none; this module is itself the record.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from mailguard.audit import GENESIS, AuditLog, AuditRecord, VerifyResult, _scrubbed, canonical, record_hash
+from mailguard.errors import AuditError, StoreError
+from mailguard.secret import KEY_BYTES
+
+# The store is a mailguard.pgstore.PgStore, typed loosely: pgstore opens this
+# module lazily, and a type import back would be a cycle.
+PgStore = Any
+
+KEY_NAME = "fingerprint"
+_BATCH = 2000  # records read per round trip by records() and verify()
+
+
+class _Pending:
+    __slots__ = ("record", "done", "error")
+
+    def __init__(self, record: AuditRecord) -> None:
+        self.record = record
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class PgAudit:
+    def __init__(self, store: PgStore) -> None:
+        self._store = store
+        self._mu = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._writing = False
+
+    def append(self, event: str, **fields: Any) -> AuditRecord:
+        """Append one record after the chain head, durably; raises AuditError."""
+        rec: AuditRecord = {k: _scrubbed(v, k) for k, v in fields.items() if v is not None}
+        rec["event"] = event
+        mine = _Pending(rec)
+        with self._mu:
+            self._queue.append(mine)
+            lead = not self._writing
+            self._writing = True
+        if lead:
+            # The first caller writes batches until none is waiting.
+            while True:
+                with self._mu:
+                    batch, self._queue = self._queue, []
+                    if not batch:
+                        self._writing = False
+                        break
+                self._write_batch(batch)
+        mine.done.wait()
+        if mine.error is not None:
+            raise mine.error
+        return mine.record
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        error: BaseException | None = None
+        try:
+            with self._store._write() as db:
+                head = db.execute("SELECT seq, hash FROM audit_head WHERE one FOR UPDATE").fetchone()
+                if head is None:
+                    raise AuditError(f"{self.location()}: the audit head row is missing")
+                seq, prev = head["seq"], head["hash"]
+                for p in batch:
+                    rec = p.record
+                    seq += 1
+                    rec.update(seq=seq, time=datetime.now(UTC).isoformat(timespec="microseconds"), prev=prev)
+                    rec.pop("hash", None)
+                    rec["hash"] = prev = record_hash(rec)
+                db.cursor().executemany("INSERT INTO audit (seq, time, record) VALUES (%s, %s, %s)",
+                                        [(p.record["seq"], p.record["time"], canonical(p.record)) for p in batch])
+                db.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE one", (seq, prev))
+        except StoreError as exc:
+            error = AuditError(f"cannot append to the audit chain: {exc}")
+            error.__cause__ = exc
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
+            error = exc
+        for p in batch:
+            p.error = error
+            p.done.set()
+
+    def records(self) -> Iterator[AuditRecord]:
+        for _, line in self._lines():
+            try:
+                yield json.loads(line)
+            except ValueError as exc:
+                raise AuditError(f"{self.location()}: a record is not JSON") from exc
+
+    def _lines(self) -> Iterator[tuple[int, str]]:
+        after = -1
+        while True:
+            try:
+                rows = self._store._query("SELECT seq, record FROM audit WHERE seq > %s ORDER BY seq LIMIT %s",
+                                          (after, _BATCH))
+            except StoreError as exc:
+                raise AuditError(f"cannot read the audit chain: {exc}") from exc
+            for row in rows:
+                yield row["seq"], row["record"]
+            if len(rows) < _BATCH:
+                return
+            after = rows[-1]["seq"]
+
+    def verify(self) -> VerifyResult:
+        prev, count, seq = GENESIS, 0, 0
+        for row_seq, raw in self._lines():
+            def broken(reason: str, at: int = row_seq) -> VerifyResult:
+                return VerifyResult(False, count, at, reason)
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                return broken("not a JSON object")
+            if not isinstance(rec, dict) or not isinstance(rec.get("hash"), str):
+                return broken("not an audit record")
+            if record_hash(rec) != rec["hash"]:
+                return broken("hash does not match the record (edited?)")
+            if rec.get("seq") != row_seq:
+                return broken(f"seq {rec.get('seq')!r} stored as row {row_seq} (edited?)")
+            if rec.get("prev") != prev:
+                return broken("prev does not match the record before (deleted or reordered?)")
+            if rec.get("seq") != seq + 1:
+                return broken(f"seq {rec.get('seq')!r}, expected {seq + 1}")
+            prev, count, seq = rec["hash"], count + 1, seq + 1
+        try:
+            head = self._store._query("SELECT seq, hash FROM audit_head WHERE one")
+        except StoreError as exc:
+            raise AuditError(f"cannot read the audit chain: {exc}") from exc
+        if not head or head[0]["seq"] != seq or head[0]["hash"] != prev:
+            return VerifyResult(False, count, seq + 1, "the chain head does not match the last record (deleted?)")
+        return VerifyResult(True, count)
+
+    # The embedded log's export reads only self.records(): one implementation for both.
+    export = AuditLog.export
+
+    def location(self, part: str = "") -> str:
+        where = f"table audit in {self._store.where}"
+        return f"{where} (seq {part})" if part else where
+
+    def part_count(self) -> int:
+        return 1
+
+
+def append_raw(db: psycopg.Connection[Any], rec: AuditRecord) -> None:
+    """Write ``rec`` (with its seq, prev and hash) and move the head; inside a transaction."""
+    db.execute("INSERT INTO audit (seq, time, record) VALUES (%s, %s, %s)",
+               (rec["seq"], rec["time"], canonical(rec)))
+    db.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE one", (rec["seq"], rec["hash"]))
+
+
+def load_or_create_key(store: PgStore, new: bytes | None = None) -> bytes:
+    """The shared fingerprint key; the first node to ask creates it (``new`` or random)."""
+    with store._write() as db:
+        db.execute("INSERT INTO secret (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                   (KEY_NAME, new if new is not None else secrets.token_bytes(KEY_BYTES)))
+        row = db.execute("SELECT value FROM secret WHERE name = %s", (KEY_NAME,)).fetchone()
+    key = bytes(row["value"]) if row else b""
+    if len(key) != KEY_BYTES:
+        raise StoreError(f"{store.where}: the fingerprint key is {len(key)} bytes, expected {KEY_BYTES};"
+                         " restore it from backup")
+    return key
