@@ -303,3 +303,20 @@ def test_policy_conditions_tell_ocr_numbers_from_text(tmp_path):
     legacy = dataclasses.replace(_facts(0, 0), persons_by_confidence={"low": 2, "medium": 2, "high": 2},
                                  persons_text_by_confidence=None)
     assert decide(legacy, policy).rule == "text"
+
+
+def test_documented_ocr_only_hold_example(tmp_path):
+    """docs/policy.md's 04-ocr.toml: numbers found only in images are held, not blocked."""
+    import re
+    import shutil
+
+    doc = (ROOT / "docs" / "policy.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```toml\n# policies/04-ocr.toml\n(.*?)```", doc, re.S).group(1)
+    shutil.copy(ROOT / "policies" / "10-default.toml", tmp_path / "10-default.toml")
+    (tmp_path / "04-ocr.toml").write_text(snippet, encoding="utf-8")
+    policy = load_policy(tmp_path)
+    reply_all = dataclasses.replace(_facts(ocr=1, text=0), is_reply=True, is_reply_all=True)
+    assert decide(reply_all, SHIPPED).action == "block"
+    assert decide(reply_all, policy).rule == "ocr-only-external-hold"
+    text_too = dataclasses.replace(_facts(ocr=1, text=1), is_reply=True, is_reply_all=True)
+    assert decide(text_too, policy).action == "block"
