@@ -35,6 +35,7 @@ from collections.abc import Callable
 from mailguard import ocr
 from mailguard.extract.context import Context, Unreadable
 from mailguard.extract.sniff import libmagic_type
+from mailguard.records import MEMORY_LIMIT_REASON
 
 # Bytes of queued images kept in memory; past it an image is read at once.
 QUEUE_BYTES = 128 * 1024 * 1024
@@ -112,8 +113,9 @@ def _read_one(ctx: Context, data: bytes | Loader, label: str, location: str,
         except Unreadable as exc:
             ctx.add_unscannable(location, exc.reason)
             return
-        except MemoryError:
-            raise
+        except MemoryError:  # the worker's cap (limits.max_worker_memory): this image only
+            ctx.add_unscannable(location, f"image ({label}): {MEMORY_LIMIT_REASON}")
+            return
         except Exception as exc:  # a PDF image filter choking on hostile data
             ctx.add_unscannable(location, f"image ({label}) cannot be decoded ({type(exc).__name__})")
             return
