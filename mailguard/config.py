@@ -117,6 +117,13 @@ class LimitsConfig:
     scan_workers: int = 2
     max_findings: int = 1000  # findings kept per message for reports (persons stay exact)
     max_worker_memory: int = 1024 * 1024 * 1024  # address space per scan worker; 0 = no cap
+    # OCR of images (issue 12). The per-message budget also ends at the scan's
+    # own deadline; an image beyond either budget is unscannable, never skipped.
+    ocr_time_per_image: float = 20.0  # seconds for one image file (all its pages/frames)
+    ocr_time_per_message: float = 60.0  # seconds of OCR per message, all images together
+    ocr_max_pixels: int = 60_000_000  # pixels per image/page; larger is refused before decoding
+    ocr_min_side: int = 64  # px: an image with both sides below this is decorative (skipped)
+    ocr_max_frames: int = 50  # pages/frames per image file (multi-page TIFF, GIF)
 
 
 @dataclass(frozen=True)

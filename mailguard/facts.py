@@ -33,7 +33,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 # Facts and CONFIDENCES live in records (the bottom module); re-exported here.
-from mailguard.records import CONFIDENCES, Facts, ScanReport, finding_identity
+from mailguard.records import CONFIDENCES, Facts, ScanReport, finding_identity, is_ocr_location
 
 if TYPE_CHECKING:
     from publicsuffixlist import PublicSuffixList
@@ -127,6 +127,12 @@ def build_facts(
         attachments=tuple(report.attachments),
         near_findings=tuple(getattr(report, "near_findings", ()) or ()),
         message_id=_header_text(headers, "message-id").strip()[:250],
+        persons_ocr_by_confidence=_count_persons(
+            [f for f in findings if is_ocr_location(f.location)], dict(zip(CONFIDENCES, report.ocr_persons)),
+        ),
+        persons_text_by_confidence=None if report.text_persons is None else _count_persons(
+            [f for f in findings if not is_ocr_location(f.location)], dict(zip(CONFIDENCES, report.text_persons)),
+        ),
     )
 
 

@@ -78,8 +78,16 @@ _BOOLS: dict[str, Callable[[Facts], bool]] = {
 _LISTS = ("sender", "sender_domain", "recipient_domain", "attachment_type", "attachment_name",
           "unscannable_except")
 
+# Persons by where the numbers were read (issue 12): from images by OCR, or
+# from text (everything else). Counted at the rule's confidence like persons.
+_PERSONS_BY_SOURCE: dict[str, Callable[[Facts, str], int]] = {
+    "ocr_persons": lambda f, floor: f.ocr_persons_at(floor),
+    "text_persons": lambda f, floor: f.text_persons_at(floor),
+}
+
 CONDITIONS: tuple[str, ...] = (
     ("persons_min", "persons_max", "confidence")
+    + tuple(f"{n}_{s}" for n in _PERSONS_BY_SOURCE for s in ("min", "max"))
     + tuple(f"{n}_{s}" for n in _COUNTS for s in ("min", "max"))
     + tuple(_BOOLS)
     + _LISTS
@@ -147,6 +155,9 @@ def _holds(name: str, value: Condition, conds: dict[str, Condition], f: Facts) -
         return f.persons_at(floor) >= value
     if name == "persons_max":
         return f.persons_at(floor) <= value
+    if name[:-4] in _PERSONS_BY_SOURCE:
+        n = _PERSONS_BY_SOURCE[name[:-4]](f, floor)
+        return n >= value if name.endswith("_min") else n <= value
     if name in _BOOLS:
         return _BOOLS[name](f) is value
     if name.endswith("_min"):
@@ -191,11 +202,13 @@ def _decision(
     persons = f.persons_at(floor)
     if persons:
         by = f.persons_by_confidence
+        from_images = f.ocr_persons_at(floor)
+        ocr_note = f", {from_images} read from images (OCR)" if from_images else ""
         reasons.append(
             f"{persons} My Number(s) at {floor} confidence or above "
-            f"(high {by['high']}, medium {by['medium'] - by['high']}): {_listed(f.masked_at(floor))}"
+            f"(high {by['high']}, medium {by['medium'] - by['high']}{ocr_note}): {_listed(f.masked_at(floor))}"
         )
-    elif "persons_max" in conds or "persons_min" in conds:
+    elif any(k.endswith(("persons_max", "persons_min")) for k in conds):
         reasons.append(f"no My Number at {floor} confidence or above")
     if f.is_reply_all and conds.get("is_reply_all") is True:
         reasons.append(f"reply-all: {len(f.visible)} address(es) in To/Cc")
@@ -470,7 +483,7 @@ def _load_rule(r: object, tag: str, err: Callable[..., PolicyError], lines: _Lin
                 f"unknown condition {k!r} in rule {name!r}; valid conditions: {', '.join(CONDITIONS)}",
             )
         conds[k] = _condition(k, v, lambda reason, k=k: err(tag, k, reason))
-    for base in ("persons", *_COUNTS):
+    for base in ("persons", *_PERSONS_BY_SOURCE, *_COUNTS):
         lo, hi = conds.get(f"{base}_min"), conds.get(f"{base}_max")
         if lo is not None and hi is not None and lo > hi:
             raise err(tag, f"{base}_max", f"{base}_min {lo} > {base}_max {hi}: rule {name!r} can never match")

@@ -29,6 +29,8 @@ from mailguard.policy import Policy, Rule
 
 _RANK = {c: i for i, c in enumerate(CONFIDENCES)}
 _DEFAULT_FLOOR = "medium"
+_PERSONS_MIN = ("persons_min", "ocr_persons_min", "text_persons_min")
+_PERSONS_MAX = ("persons_max", "ocr_persons_max", "text_persons_max")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ def _known(rule: Rule, internal_domains: tuple[str, ...]) -> _Known:
         k.bools.setdefault("any_external", False)
         k.at_least("recipients", 1)
     k.at_least("recipients", k.low.get("external_recipients", 0))
+    # Numbers read by OCR or from text are among the persons (same floor).
+    k.at_least("persons", max(k.low.get("ocr_persons", 0), k.low.get("text_persons", 0)))
     return k
 
 
@@ -110,11 +114,11 @@ def _covers(earlier: Rule, later: Rule, k: _Known) -> bool:
 def _implied(name: str, value: Any, floor: str, later: dict[str, Any], k: _Known) -> bool:
     if name == "confidence":
         return True
-    if name == "persons_min":
+    if name in _PERSONS_MIN:
         # Counting at a lower floor finds at least as many persons.
-        return _RANK[floor] <= _RANK[k.floor] and k.low.get("persons", 0) >= value
-    if name == "persons_max":
-        return floor == k.floor and "persons" in k.high and k.high["persons"] <= value
+        return _RANK[floor] <= _RANK[k.floor] and k.low.get(name[:-4], 0) >= value
+    if name in _PERSONS_MAX:
+        return floor == k.floor and name[:-4] in k.high and k.high[name[:-4]] <= value
     if name.endswith("_min"):
         return k.low.get(name[:-4], 0) >= value
     if name.endswith("_max"):

@@ -61,6 +61,11 @@ class Finding:
     key: bytes = field(repr=False, compare=False, default=b"")  # the fingerprint key
 
     @property
+    def from_ocr(self) -> bool:
+        """Read from an image by OCR (the location says so: " (OCR)" at its end)."""
+        return self.location.endswith(OCR_SUFFIX)
+
+    @property
     def fingerprint(self) -> str:
         # Computed when asked, not per match: a scan keeps the first thousand
         # findings of a 50,000-row list, and an HMAC for every match was a
@@ -118,6 +123,26 @@ class Unscannable:
 
 
 @dataclass(frozen=True, slots=True)
+class Skipped:
+    """An item deliberately not read, with the reason (issue 12: a tracking
+    pixel, an icon, a document's thumbnail). Never a place a number could hide
+    unseen: anything that might hold one is read or unscannable."""
+
+    location: str
+    reason: str
+
+
+# A finding read from an image carries this at the end of its location
+# ("attachment:IMG_0421.JPG (OCR)", "attachment:scan.pdf p.2 (OCR)");
+# extraction keeps it out of every other location (extract.context.clean_name).
+OCR_SUFFIX = " (OCR)"
+
+
+def is_ocr_location(location: str) -> bool:
+    return location.endswith(OCR_SUFFIX)
+
+
+@dataclass(frozen=True, slots=True)
 class Attachment:
     name: str
     mime_type: str  # from libmagic, not the declared type
@@ -139,6 +164,13 @@ class ScanReport:
     # Additive (issue 17): column headers and item words (氏名, 住所, ...) seen next
     # to findings, never cell values; what an incident report says was sent with them.
     near_findings: tuple[str, ...] = ()
+    # Additive (issue 12): items deliberately not read (decorative images), and
+    # distinct numbers by where they were read, as (low, medium, high) counts at
+    # that confidence or above: ocr = from images (OCR), text = from everything
+    # else. text None: not counted separately (every finding is text).
+    skipped: tuple[Skipped, ...] = ()
+    ocr_persons: tuple[int, int, int] = (0, 0, 0)
+    text_persons: tuple[int, int, int] | None = None
 
 
 # -- facts -------------------------------------------------------------------
@@ -178,6 +210,12 @@ class Facts:
     attachments: tuple[Attachment, ...] = ()
     near_findings: tuple[str, ...] = ()  # ScanReport.near_findings (additive)
     message_id: str = ""  # the Message-ID header (additive), for the audit record
+    # Additive (issue 12): distinct numbers by where they were read, per
+    # confidence floor like persons_by_confidence. Text None: all from text.
+    persons_ocr_by_confidence: dict[str, int] = field(
+        default_factory=lambda: {"low": 0, "medium": 0, "high": 0}
+    )
+    persons_text_by_confidence: dict[str, int] | None = None
 
     @property
     def persons(self) -> int:
@@ -207,6 +245,16 @@ class Facts:
         """Envelope recipients, a distribution list counted as LIST_COUNTS_AS
         people: one list address to all staff is never a single recipient."""
         return len(self.recipients) + (LIST_COUNTS_AS - 1) * len(self.list_recipients)
+
+    def ocr_persons_at(self, floor: str) -> int:
+        """Distinct numbers read from images (OCR) at ``floor`` or above."""
+        return self.persons_ocr_by_confidence.get(floor, 0)
+
+    def text_persons_at(self, floor: str) -> int:
+        """Distinct numbers read from text (not OCR) at ``floor`` or above."""
+        if self.persons_text_by_confidence is None:
+            return self.persons_at(floor)
+        return self.persons_text_by_confidence.get(floor, 0)
 
     @property
     def any_external(self) -> bool:

@@ -43,6 +43,9 @@ INTERFACE (fixed; the policy, hold store and CLI code against it):
         findings_total  findings before the cap
         persons_high    distinct valid numbers at high confidence (all findings)
         numbers         distinct valid numbers at any confidence (all findings)
+        skipped, ocr_persons, text_persons (additive, issue 12): items not read on
+                     purpose (decorative images); distinct numbers read by OCR /
+                     from text, as (low, medium, high) counts at or above each
     scan_message(data: bytes, limits: LimitsConfig, keywords=(), negative=()) -> ScanReport
         synchronous, no network; runs in a worker
     inline_scannable(data) -> bool   small single-part text: Scanner scans it in-process
@@ -73,7 +76,7 @@ from mailguard import detect
 from mailguard.config import LimitsConfig
 from mailguard.detect import Finding, Span
 from mailguard.errors import ScanError
-from mailguard.extract import Context, TimeUp, clean_name, extract_blob
+from mailguard.extract import Context, TimeUp, clean_name, drop_images, extract_blob, read_images
 from mailguard.extract import mail as mail_reader
 from mailguard.extract.sniff import libmagic_type, looks_like_message
 from mailguard.items import NEAR, near_words
@@ -82,9 +85,11 @@ from mailguard.log import get_logger
 # The records scan produces live in records (the bottom module); re-exported here.
 from mailguard.records import (
     MEMORY_LIMIT_REASON,
+    OCR_SUFFIX,
     TIME_LIMIT_REASON,
     Attachment,
     ScanReport,
+    Skipped,
     Unscannable,
 )
 
@@ -105,6 +110,7 @@ class Extraction:
     unscannable: tuple[Unscannable, ...]
     attachments: tuple[Attachment, ...]
     table_headers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> headers
+    skipped: tuple[Skipped, ...] = ()  # decorative images, not read on purpose (issue 12)
 
 
 def _context(limits: LimitsConfig, deadline: float | None,
@@ -123,18 +129,25 @@ def _finish(ctx: Context, stopped: str) -> Extraction:
     unscannable = list(ctx.unscannable)
     if stopped:
         unscannable.append(Unscannable("message", stopped))
-    return Extraction(tuple(ctx.spans), tuple(unscannable), tuple(ctx.attachments), dict(ctx.table_headers))
+    return Extraction(tuple(ctx.spans), tuple(unscannable), tuple(ctx.attachments), dict(ctx.table_headers),
+                      tuple(ctx.skipped))
 
 
 def _run(ctx: Context, extract: Callable[[], None]) -> Extraction:
-    """Run one extraction; a deadline or memory failure keeps what was found so far."""
+    """Run one extraction; a deadline or memory failure keeps what was found so far.
+
+    Images found on the way are read (OCR) last, within their own budgets
+    (extract.images), so the message's text is never short of time."""
     try:
         extract()
+        read_images(ctx)
     except TimeUp:
+        drop_images(ctx, TIME_LIMIT_REASON)
         return _finish(ctx, TIME_LIMIT_REASON)
     except MemoryError:
         # Outside any one attachment (the MIME parse itself, a giant body):
         # the message is unscannable, never clean.
+        drop_images(ctx, MEMORY_LIMIT_REASON)
         return _finish(ctx, MEMORY_LIMIT_REASON)
     return _finish(ctx, "")
 
@@ -180,7 +193,8 @@ class Findings:
         self.key = key
         self.kept: list[Finding] = []
         self.total = 0
-        self.best: dict[int | str, int] = {}  # number (int; else fingerprint) -> best rank
+        self.best: dict[int | str, int] = {}  # number (int; else fingerprint) -> best rank, text
+        self.best_ocr: dict[int | str, int] = {}  # the same for numbers read by OCR (few)
         self.near: dict[str, None] = {}  # headers / item words next to findings, in order
         self.groups: dict[str, None] = {}  # tables (groups) that held a finding
 
@@ -195,13 +209,13 @@ class Findings:
         room = self.cap - len(self.kept)
         if room > 0:
             self.kept.extend(findings[:room])
-        best = self.best
-        rank = _RANK
-        for f in findings:
-            number = int(f.number) if f.number else f.fingerprint
-            r = rank.get(f.confidence, 0)
-            if best.get(number, -1) < r:
-                best[number] = r
+        # Numbers read from images (OCR) are counted apart from those read as
+        # text, so a rule can tell them apart (ocr_persons_*, text_persons_*).
+        ocr_found = [f for f in findings if f.location.endswith(OCR_SUFFIX)]
+        if ocr_found:
+            _best_ranks(self.best_ocr, ocr_found)
+            findings = tuple(f for f in findings if not f.location.endswith(OCR_SUFFIX))
+        _best_ranks(self.best, findings)
 
     def _note_near(self, spans: list[Span], findings: tuple[Finding, ...]) -> None:
         """Column headers of the batch (a sheet, a CSV) and item words around the
@@ -222,23 +236,49 @@ class Findings:
             near.popitem()
 
     def report(self, extraction: Extraction) -> ScanReport:
-        ranks = self.best.values()
         # Every column header of a table that held a number: what was sent beside it.
         for g in self.groups:
             for h in extraction.table_headers.get(g, ()):
                 if len(self.near) >= NEAR_MAX:
                     break
                 self.near.setdefault(h, None)
+        text = _at_or_above(self.best.values())
+        ocr_counts = _at_or_above(self.best_ocr.values())
+        every = list(text)
+        for number, r in self.best_ocr.items():  # a number read both ways counts once
+            for k in range(self.best.get(number, -1) + 1, r + 1):
+                every[k] += 1
         return ScanReport(
             findings=tuple(self.kept),
-            persons=sum(1 for r in ranks if r >= 1),
+            persons=every[1],
             unscannable=extraction.unscannable,
             attachments=extraction.attachments,
             findings_total=self.total,
-            persons_high=sum(1 for r in ranks if r >= 2),
-            numbers=len(self.best),
+            persons_high=every[2],
+            numbers=every[0],
             near_findings=tuple(self.near),
+            skipped=extraction.skipped,
+            ocr_persons=ocr_counts,
+            text_persons=text,
         )
+
+
+def _best_ranks(best: dict[int | str, int], findings: Iterable[Finding]) -> None:
+    """Keep each distinct number's best confidence rank."""
+    rank = _RANK
+    for f in findings:
+        number = int(f.number) if f.number else f.fingerprint
+        r = rank.get(f.confidence, 0)
+        if best.get(number, -1) < r:
+            best[number] = r
+
+
+def _at_or_above(ranks: Iterable[int]) -> tuple[int, int, int]:
+    """(numbers at low or above, at medium or above, at high)."""
+    counts = [0, 0, 0]
+    for r in ranks:
+        counts[r] += 1
+    return counts[0] + counts[1] + counts[2], counts[1] + counts[2], counts[2]
 
 
 NEAR_MAX = 40  # headers / words kept per message

@@ -1,8 +1,9 @@
 """`mailguard scan FILE... [--json]`: scan .eml files or bare documents.
 
 Per file, one JSON object per line (`path`, `persons`, `findings` with
-`masked`/`confidence`/`location`, `unscannable` with `location`/`reason`), or a
-readable table. Exit 0 when every file was scanned (whatever was found), 1 if
+`masked`/`confidence`/`location`, `unscannable` with `location`/`reason`;
+additive: `findings_total`, `skipped` with `location`/`reason`), or a readable
+table. Findings read from images carry " (OCR)" at the end of their location. Exit 0 when every file was scanned (whatever was found), 1 if
 a file could not be read, 2 on usage errors (argparse).
 
 SECURITY: output shows masked numbers only; locations come from extraction,
@@ -36,6 +37,8 @@ def report_dict(path: str, report) -> dict:
         # Additive to DESIGN §8: findings are capped at limits.max_findings,
         # persons never are; this says how many the list stands for.
         "findings_total": max(report.findings_total, len(report.findings)),
+        # Additive (issue 12): items not read on purpose (decorative images), with why.
+        "skipped": [{"location": s.location, "reason": s.reason} for s in report.skipped],
     }
 
 
@@ -48,6 +51,8 @@ def _print_table(out: dict) -> None:
         print(f"  {f['masked']}  {f['confidence']:<6}  {f['location']}")
     for u in out["unscannable"]:
         print(f"  UNSCANNABLE  {u['location']}: {u['reason']}")
+    for s in out["skipped"]:
+        print(f"  skipped      {s['location']}: {s['reason']}")
 
 
 def run(args: argparse.Namespace, config) -> int:

@@ -7,6 +7,8 @@ Checks, each reported on one line:
     upstream  smtp/smtps/smtp+starttls: a 220 greeting (TLS verified as the relay
               would, STARTTLS included); maildir: the directory (or the nearest
               existing parent, which the relay will create it under) is writable
+    ocr       the OCR engine (Tesseract with jpn data) the scan workers read images
+              with; missing, every image is unscannable (fail closed): a failure
     held      held messages and the age of the oldest (information, never a failure)
     reload    the running serve's last start or SIGHUP reload: result and time
               (a refused reload fails: the files on disk are not what runs, and
@@ -142,6 +144,17 @@ def check_upstream(config: Config, timeout: float) -> Check:
         return Check("upstream", False, f"{u.url}: {_why(exc)}")
 
 
+def check_ocr() -> Check:
+    """Can the scan workers read images? Without the engine every image is
+    unscannable (fail closed, issue 12), so mail with pictures gets held."""
+    from mailguard import ocr
+
+    ok, detail = ocr.available()
+    if ok:
+        return Check("ocr", True, detail)
+    return Check("ocr", False, f"OCR unavailable: {detail}; images are unscannable (held by the shipped policy)")
+
+
 def held_queue(config: Config) -> tuple[int | None, float | None, str]:
     """(held count, age of the oldest in seconds, error) from the store's metadata."""
     if not store_exists(config):
@@ -193,7 +206,7 @@ def human_age(seconds: float) -> str:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     checks = [check_relay(config, args.timeout), check_store(config),
-              check_upstream(config, args.timeout)]
+              check_upstream(config, args.timeout), check_ocr()]
     reload, state = check_reload(config)
     if reload is not None:
         checks.append(reload)

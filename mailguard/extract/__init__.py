@@ -7,7 +7,8 @@ budget); `extract.dispatch` picks a reader by the *real* type of the bytes
 or extension. This package wires the two: `Context` here is the context with
 the dispatcher set, so a reader reaches nested containers through the context
 it is handed. Imports run one way: this package -> dispatch -> readers
-(archive, legacy, mail, odf, ooxml, pdf, text) -> context, sniff,
+(archive, legacy, mail, odf, ooxml, pdf, text; images, which they queue
+pictures with for OCR, read by `read_images` at the end) -> context, sniff,
 mailguard.charsets, mailguard.parse, mailguard.records.
 
 SECURITY: every reader handles hostile bytes. A reader signals "cannot read
@@ -36,9 +37,11 @@ from mailguard.extract.context import (
     may_hold_number,
 )
 from mailguard.extract.dispatch import extract_blob
+from mailguard.extract.images import drop_images, read_images
 
 __all__ = ["FLUSH_SPANS", "RATIO_GRACE", "Context", "Dispatch", "TimeUp", "Unreadable",
-           "clean_name", "extract_blob", "location_join", "may_hold_number"]
+           "clean_name", "drop_images", "extract_blob", "location_join", "may_hold_number",
+           "read_images"]
 
 
 @dataclass

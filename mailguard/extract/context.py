@@ -29,7 +29,7 @@ from mailguard.config import LimitsConfig
 from mailguard.detect import Span
 from mailguard.detect.grid import keep_grid_cell
 from mailguard.log import scrub
-from mailguard.records import Attachment, Unscannable
+from mailguard.records import OCR_SUFFIX, Attachment, Skipped, Unscannable
 
 # How a reader hands a nested blob (attachment, archive member, embedded
 # object) back for reading by its real type: (ctx, data, name, location, depth).
@@ -71,6 +71,7 @@ class TimeUp(Exception):
     """The per-message scan time ran out (cooperative check)."""
 
 
+MAX_SKIPPED_NOTED = 200  # skipped items listed per message
 MAX_TABLES_NOTED = 200  # tables whose column headers are kept per message
 MAX_HEADERS_NOTED = 50  # headers kept per table
 FLUSH_SPANS = 2000  # ungrouped spans handed to the sink in batches of about this many
@@ -105,6 +106,13 @@ class Context:
     # Column headers per table group (issue 17): the report names what was sent
     # beside the numbers (氏名, 住所, ...). Labels only, bounded; never cell values.
     table_headers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Issue 12: items deliberately not read (decorative images), and the images
+    # waiting for OCR. Images are read after everything else (extract.images),
+    # so text is never starved of time by a slow picture.
+    skipped: list[Skipped] = field(default_factory=list)
+    images: list[tuple[bytes, str, str]] = field(default_factory=list)  # (data, mime, location)
+    images_bytes: int = 0
+    ocr_seconds: float = 0.0
 
     def note_headers(self, group: str, headers: Iterable[str]) -> None:
         if len(self.table_headers) < MAX_TABLES_NOTED:
@@ -176,6 +184,11 @@ class Context:
         if item not in self.unscannable:
             self.unscannable.append(item)
 
+    def add_skipped(self, location: str, reason: str) -> None:
+        item = Skipped(location, reason)
+        if item not in self.skipped and len(self.skipped) < MAX_SKIPPED_NOTED:
+            self.skipped.append(item)
+
     def check_time(self) -> None:
         if time.monotonic() > self.deadline:
             raise TimeUp
@@ -211,4 +224,8 @@ def clean_name(name: str) -> str:
     name = "".join(ch if ch.isprintable() else "?" for ch in scrub(name))
     if len(name) > 200:
         name = name[:100] + "…" + name[-99:]
+    if name.endswith(OCR_SUFFIX.strip()):
+        # Only OCR text may have a location ending in " (OCR)" (records.OCR_SUFFIX):
+        # a file named "x (OCR)" must not pass its text off as read from an image.
+        name = name[:-1] + "?"
     return name

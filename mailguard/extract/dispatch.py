@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 
-from mailguard.extract import archive, legacy, mail, odf, ooxml, pdf, text
+from mailguard.extract import archive, images, legacy, mail, odf, ooxml, pdf, text
 from mailguard.extract.context import Context, TimeUp, Unreadable, clean_name
 from mailguard.extract.sniff import real_type
 from mailguard.records import MEMORY_LIMIT_REASON, Attachment
@@ -74,7 +74,7 @@ def _read(ctx: Context, data: bytes, kind: str, mime: str, name: str, location: 
     elif kind == "tnef":
         mail.extract_tnef(ctx, data, location, depth)
     elif kind == "image":
-        raise Unreadable(f"image ({mime}); text in images is not read (no OCR)")
+        images.queue_image(ctx, data, mime, location)  # read by OCR after the rest
     elif kind == "media":
         raise Unreadable(f"audio/video ({mime}) is not read")
     else:

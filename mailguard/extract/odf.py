@@ -6,7 +6,8 @@ and unbounded for a large spreadsheet. Spreadsheet cells take the exact
 `office:value` for numbers (the displayed text may be rounded, "1.23457E+11"),
 carry their column header and share a group per table; repeated rows/columns
 only move the cursor. Ruby text is skipped like furigana. A package whose
-manifest declares encryption is unscannable.
+manifest declares encryption is unscannable. Pictures (`Pictures/`) go to
+OCR (extract.images).
 
 SECURITY: same XML hardening as extract.ooxml; members read through the
 archive reader's bounded decompression.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from mailguard.extract.context import Context, Unreadable, location_join
 from mailguard.extract.archive import open_zip, read_zip_member
+from mailguard.extract.images import add_picture
 from mailguard.extract.ooxml import _iterparse, _local, exact_number
 from mailguard.extract.text import add_table
 
@@ -86,6 +88,15 @@ def extract_odf(ctx: Context, data: bytes, location: str, depth: int) -> None:
                 ctx.check_time()
                 _read_odf_xml(ctx, read_zip_member(ctx, zf, infos[part]),
                               location if label == "content" else f"{location}/{label}")
+        for name, info in infos.items():
+            where = location_join(location, name)
+            if name.startswith("Pictures/") and not info.is_dir():
+                try:
+                    add_picture(ctx, read_zip_member(ctx, zf, info), where)  # OCR (issue 12)
+                except Unreadable as exc:
+                    ctx.add_unscannable(where, exc.reason)
+            elif name.startswith("Thumbnails/") and not info.is_dir():
+                ctx.add_skipped(where, "document thumbnail: a small preview of the pages read above")
 
 
 def _read_odf_xml(ctx: Context, xml: bytes, location: str) -> None:

@@ -11,7 +11,8 @@ boxes (once: the VML fallback copy is skipped), headers, footers, footnotes,
 endnotes, comments and tracked deletions; pptx covers slides, tables, notes,
 comments and SmartArt; xlsx covers cells (with their column header and one
 group per sheet), sheet headers/footers, comments and drawing text boxes.
-Embedded objects (`*/embeddings/*`) are read as nested attachments.
+Embedded objects (`*/embeddings/*`) are read as nested attachments; pictures
+(`*/media/*`) go to OCR (extract.images).
 
 SECURITY: hostile XML: no DTD loading, no entity resolution, no network,
 huge_tree off (libxml2's own amplification limits stay on).
@@ -30,11 +31,13 @@ from lxml import etree
 
 from mailguard.extract.context import Context, Unreadable, location_join
 from mailguard.extract.archive import open_zip, read_zip_member
+from mailguard.extract.images import add_picture
 from mailguard.extract.text import add_table, column_letter
 
 SKIP = frozenset(("rPh", "rt", "Fallback", "instrText", "delInstrText", "phoneticPr"))
 RUN_TEXT = frozenset(("t", "delText"))
 _NOT_PLAIN = SKIP | RUN_TEXT | {"tab", "br", "cr"}
+_MEDIA = re.compile(r"(word|xl|ppt)/media/[^/]+$")
 _XESC = re.compile(r"_x([0-9A-Fa-f]{4})_")
 _CELL_REF = re.compile(r"([A-Za-z]{1,3})(\d+)")
 
@@ -161,6 +164,22 @@ class _Package:
                 self.ctx.extract_blob(blob, posixpath.basename(name),
                              location_join(location, name), depth + 1)
 
+    def pictures(self, location: str) -> None:
+        """Pictures (word/media, xl/media, ppt/media) are read by OCR (issue 12):
+        a photo of a card pasted into a report is as readable as typed text."""
+        for name in self.names():
+            lower = name.lower()
+            where = location_join(location, name)
+            if _MEDIA.match(lower):
+                try:
+                    blob = self.read(name)
+                except Unreadable as exc:
+                    self.ctx.add_unscannable(where, exc.reason)
+                    continue
+                add_picture(self.ctx, blob, where)
+            elif lower.startswith("docprops/thumbnail"):
+                self.ctx.add_skipped(where, "document thumbnail: a small preview of the pages read above")
+
     def properties(self, location: str) -> None:
         if self.has("docProps/core.xml"):
             texts = [el.text.strip() for _, el in _iterparse(self.read("docProps/core.xml"))
@@ -210,6 +229,7 @@ def extract_xlsx(ctx: Context, data: bytes, location: str, depth: int) -> None:
                     _read_loose_text(ctx, pkg.read(rel_target), f"{sheet_loc}/{'comments' if rtype.endswith('/comments') else 'drawing'}")
         pkg.properties(location)
         pkg.embeddings(location, depth)
+        pkg.pictures(location)
 
 
 _PAD_FORMAT = re.compile(r"0{12}|0{4}([- ])0{4}(?:\1)0{4}")
@@ -417,6 +437,7 @@ def extract_wordprocessing(ctx: Context, data: bytes, kind: str, location: str,
             _read_flow(ctx, pkg.read(name), f"{location}/{_part_label(name)[1]}")
         pkg.properties(location)
         pkg.embeddings(location, depth)
+        pkg.pictures(location)
 
 
 class _Table:

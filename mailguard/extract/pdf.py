@@ -3,8 +3,12 @@
 pypdf: pure Python, actively maintained, decrypts RC4/AES (with the
 `cryptography` package) and maps CID fonts through their ToUnicode CMaps or
 the predefined Adobe-Japan1 CMaps, which is what Japanese PDFs use. A PDF
-that the empty password does not open is unscannable; so is one with pages
-but no text layer at all (a scan: we do no OCR).
+that the empty password does not open is unscannable. Each page is judged on
+its own (issue 12): a page whose text layer has fewer than PAGE_TEXT_MIN
+characters (a scan, a scanned page 2 behind a typed cover page) has its
+images read by OCR (extract.images), located `<pdf> p.2 (OCR)`; pypdf cannot
+render a page, so the page's embedded images are what is read. A PDF with no
+text layer and no images at all (text drawn as outlines) is unscannable.
 
 SECURITY: hostile PDFs are parsed in non-strict mode; pypdf's own
 decompression limits stay on, the per-message deadline is checked between
@@ -21,8 +25,87 @@ import io
 import logging
 
 from mailguard.extract.context import Context, Unreadable, location_join
+from mailguard.extract.images import queue_image
 
 logging.getLogger("pypdf").setLevel(logging.CRITICAL)
+
+# A page with fewer non-space characters in its text layer than this, and with
+# images, is a scan (perhaps with a printed header line or a stamp): its images
+# are read by OCR. A page with more text keeps its text layer and its images
+# are recorded as skipped (a logo, a chart beside the typed text).
+PAGE_TEXT_MIN = 100
+MAX_PAGE_IMAGES = 20  # images per page handed to OCR; more: unscannable
+_RASTER = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"GIF8", b"BM")
+
+
+def _xobject(page, image_id):
+    """The image XObject dictionary behind one of page.images' ids (None for
+    inline images, which live in the content stream and are small)."""
+    ids = [image_id] if isinstance(image_id, str) else list(image_id)
+    obj = page
+    for key in ids:
+        if key.startswith("~"):
+            return None
+        resources = obj.get("/Resources")
+        resources = resources.get_object() if resources is not None else None
+        xobjects = resources.get("/XObject").get_object() if resources is not None and "/XObject" in resources else None
+        if xobjects is None or key not in xobjects:
+            return None
+        obj = xobjects[key].get_object()
+    return obj
+
+
+def _has_images(page) -> bool:
+    """Does the page's own resource dictionary name an image? (cheap: no content stream)"""
+    try:
+        resources = page.get("/Resources")
+        xobjects = resources.get_object().get("/XObject") if resources is not None else None
+        if xobjects is None:
+            return False
+        return any(x.get_object().get("/Subtype") == "/Image" for x in xobjects.get_object().values())
+    except Exception:  # a broken resource dictionary: the page text was read
+        return False
+
+
+def _image_bytes(page, image_id) -> bytes:
+    """Decode one image of a page for OCR: JPEG/PNG/TIFF bytes as stored, anything
+    else (JPEG 2000, raw samples, CCITT) re-encoded as PNG by Pillow."""
+    image = page.images[image_id]
+    data = image.data or b""
+    if data.startswith(_RASTER):
+        return data
+    out = io.BytesIO()
+    image.image.save(out, "PNG")
+    return out.getvalue()
+
+
+def _queue_page_images(ctx: Context, page, name: str, page_loc: str) -> bool:
+    """Queue the images of a page without a usable text layer for OCR; False if it has none."""
+    try:
+        ids = list(page.images.keys())
+    except Exception as exc:
+        ctx.add_unscannable(page_loc, f"images of the PDF page could not be listed ({type(exc).__name__})")
+        return True
+    if len(ids) > MAX_PAGE_IMAGES:
+        ctx.add_unscannable(page_loc, f"PDF page has {len(ids)} images, over the limit of {MAX_PAGE_IMAGES} for OCR")
+        return True
+    limits = ctx.limits
+    for k, image_id in enumerate(ids):
+        where = name if len(ids) == 1 else f"{name} image{k + 1}"
+        try:
+            xobj = _xobject(page, image_id)
+            w, h = (int(xobj.get("/Width", 0)), int(xobj.get("/Height", 0))) if xobj is not None else (0, 0)
+        except Exception:  # odd dictionaries: let the decoder decide
+            w = h = 0
+        if w * h > limits.ocr_max_pixels:
+            ctx.add_unscannable(where, f"image (PDF image): {w} x {h} pixels, over the {limits.ocr_max_pixels} "
+                                       "pixel limit (decompression bomb?); not decoded")
+            continue
+        if w and h and w < limits.ocr_min_side and h < limits.ocr_min_side:
+            ctx.add_skipped(where, f"decorative: {w} x {h} pixels is too small to hold a readable number")
+            continue
+        queue_image(ctx, lambda page=page, image_id=image_id: _image_bytes(page, image_id), "PDF image", where)
+    return bool(ids)
 
 
 def extract_pdf(ctx: Context, data: bytes, location: str, depth: int) -> None:
@@ -48,6 +131,8 @@ def extract_pdf(ctx: Context, data: bytes, location: str, depth: int) -> None:
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise Unreadable(f"corrupt PDF ({type(exc).__name__})") from None
     any_text = False
+    any_images = False
+    text_pages_with_images = 0
     for n in range(count):
         ctx.check_time()
         page_loc = f"{location}/page{n + 1}"
@@ -57,10 +142,17 @@ def extract_pdf(ctx: Context, data: bytes, location: str, depth: int) -> None:
             raise Unreadable(f"encrypted PDF could not be read ({type(exc).__name__})") from None
         except Exception as exc:  # one broken page must not hide the others
             ctx.add_unscannable(page_loc, f"PDF page could not be read ({type(exc).__name__})")
-            continue
+            text = ""
         if text.strip():
             any_text = True
             ctx.add_text(text, page_loc)
+        if len("".join(text.split())) < PAGE_TEXT_MIN:
+            any_images |= _queue_page_images(ctx, pages[n], f"{location} p.{n + 1}", page_loc)
+        elif _has_images(pages[n]):
+            text_pages_with_images += 1
+    if text_pages_with_images:
+        ctx.add_skipped(location, f"images on {text_pages_with_images} page(s) with a text layer were not "
+                                  "OCR'd (the text layer was read; OCR reads pages without one)")
     try:
         fields = reader.get_fields() or {}
     except Exception:  # broken AcroForms are common; the pages were read
@@ -70,8 +162,8 @@ def extract_pdf(ctx: Context, data: bytes, location: str, depth: int) -> None:
     if values:
         any_text = True
         ctx.add_text("\n".join(values), f"{location}/form")
-    if count and not any_text:
-        ctx.add_unscannable(location, "PDF has no text layer (scanned image?); not read (no OCR)")
+    if count and not any_text and not any_images:
+        ctx.add_unscannable(location, "PDF has neither a text layer nor images (text drawn as outlines?); not read")
     try:
         attachments = reader.attachments
         items = list(attachments.items())

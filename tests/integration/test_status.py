@@ -91,7 +91,7 @@ async def test_status_is_ok_and_shows_the_held_queue(upstream, tmp_path: Path) -
         report = json.loads(out)
         assert report["ok"] is True and report["held"] == 1
         assert report["oldest_held_age_seconds"] >= 1
-        assert set(report["checks"]) == {"relay", "store", "upstream", "reload"}
+        assert set(report["checks"]) == {"relay", "store", "upstream", "ocr", "reload"}
         assert report["reload"]["result"] == "started" and report["policy"]["rules"] >= 1
         # counts and ages only (the reload's pid and the policy's sha256 are not message data)
         shown = {k: v for k, v in report.items() if k not in ("reload", "policy")}

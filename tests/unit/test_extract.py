@@ -286,10 +286,13 @@ def test_corrupt_attachments_are_unscannable_never_clean_never_raise(kind, blob)
         assert ex.unscannable, kind
 
 
-def test_images_are_unscannable():
+def test_broken_images_are_unscannable():
+    # Images are read by OCR (issue 12, tests/unit/test_ocr_extract.py); one
+    # that cannot be decoded is unscannable, never clean.
     png = b"\x89PNG\r\n\x1a\n" + b"\0\0\0\rIHDR" + b"\0" * 40
     ex = extract_message(fx.make_message(attachments=[("scan.png", png)]), LIMITS)
-    assert any("no OCR" in u.reason for u in ex.unscannable)
+    assert [u.location for u in ex.unscannable] == ["attachment:scan.png"]
+    assert ex.unscannable[0].reason.startswith("image (image/png): ")
 
 
 def test_time_limit_gives_partial_report():

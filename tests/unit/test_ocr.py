@@ -1,4 +1,4 @@
-"""mailguard.ocr on small generated images (Pillow + IPA Gothic).
+"""mailguard.ocr on small generated images (Pillow + IPA Gothic; tests/ocr_images.py).
 
 Tests that run Tesseract skip when it (or the font) is missing; set
 MAILGUARD_REQUIRE_OCR=1 (CI does) to make those skips failures. Numbers come
@@ -7,7 +7,6 @@ from tests/mynumbers.py and are never printed: assertions compare booleans.
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import subprocess
@@ -17,52 +16,18 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from mailguard import ocr
 from mailguard.detect import HIGH, MEDIUM, Span, detect
-from mynumbers import my_numbers
+from ocr_images import NUMBER, card, encode, require_engine
 
-REQUIRED = os.environ.get("MAILGUARD_REQUIRE_OCR") == "1"
-FONTS = sorted(Path("/usr/share/fonts").glob("**/ipag*.ttf"))
 LIMITS = dict(time_budget=30.0, max_pixels=40_000_000, min_side=64)
-NUMBER = my_numbers(1, seed=12)[0]
 
 
 @pytest.fixture(scope="module")
 def engine() -> None:
-    ok, detail = ocr.available()
-    reason = "" if ok else detail
-    if not reason and not FONTS:
-        reason = "no IPA Gothic font (Debian: fonts-ipafont-gothic)"
-    if reason:
-        if REQUIRED:
-            pytest.fail(f"MAILGUARD_REQUIRE_OCR=1 but: {reason}")
-        pytest.skip(reason)
-
-
-def font(px: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(FONTS[0]), px)
-
-
-def card(number: str | None = NUMBER) -> Image.Image:
-    im = Image.new("RGB", (640, 400), (236, 240, 250))
-    d = ImageDraw.Draw(im)
-    d.text((24, 20), "個人番号カード", font=font(28), fill=(20, 20, 60))
-    if number:
-        d.text((24, 100), "個人番号", font=font(26), fill="black")
-        d.text((24, 140), f"{number[:4]} {number[4:8]} {number[8:]}", font=font(40), fill="black")
-    else:
-        d.text((24, 100), "会議室の予約について", font=font(26), fill="black")
-        d.text((24, 140), "三階 第二会議室", font=font(34), fill="black")
-    d.text((24, 230), "氏名 山田 太郎", font=font(26), fill="black")
-    return im
-
-
-def encode(im: Image.Image, fmt: str, **kw) -> bytes:
-    b = io.BytesIO()
-    im.save(b, fmt, **kw)
-    return b.getvalue()
+    require_engine()
 
 
 def found(result: ocr.OcrResult, number: str = NUMBER) -> bool:
