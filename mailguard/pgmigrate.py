@@ -9,6 +9,9 @@ leaves the database as empty as it was); verify the copied chain and compare its
 head with the source's. Records keep their seq, time, prev and hash, so the chain
 an inspector checked before is the chain that continues in PostgreSQL.
 
+Rows carry every column, hold_stage and release_interrupted included (schema 2),
+so a hold short of done or a release cut off stays so after the move.
+
 SECURITY: the message bytes (My Numbers in the clear) and the key travel only
 between the two stores; nothing is printed but counts.
 DIAGNOSTICS: none; the CLI prints the summary.
@@ -61,7 +64,7 @@ def migrate(store_path: str | Path, url: str) -> Migrated:
                                  " database (was it migrated before?)")
             result = _copy(source, audit, Path(store_path), dest)
             copied = PgAudit(dest).verify()
-            if not copied.ok or copied.records != checked.records:
+            if not copied.ok or copied.records != checked.records or copied.head != checked.head:
                 raise StoreError(f"{redact(url)}: the copied audit chain does not verify"
                                  f" ({copied.reason or f'{copied.records} of {checked.records} records'})")
             return result

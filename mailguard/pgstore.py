@@ -16,7 +16,12 @@ Durability: ``add`` writes the row and the bytes in one transaction and returns
 only after COMMIT, so the relay's 250 follows the commit; every session runs
 with synchronous_commit = on whatever the server default. A node killed mid-add
 leaves nothing (the transaction never committed), so ``recover`` has no files to
-clean, only interrupted releases.
+clean, only interrupted releases: a ``release_started`` marker whose node died
+(its lock free) becomes ``release_interrupted``, kept until the message is
+finished (a release again may deliver twice; a loss is not possible). A hold
+is one unit as in the embedded store: ``hold_stage`` goes stored (row + bytes)
+-> audited -> done, and a node's recovery at start completes holds left short
+(hold.Holder.recover). Schema version 2 (data/pg/002_reliability.sql) added both.
 
 The per-message mutex is a session advisory lock (``pg_try_advisory_lock``) on a
 connection held for the ``locked`` block: exclusive across nodes, never waited
@@ -54,7 +59,8 @@ from psycopg.rows import dict_row
 
 from mailguard.errors import NotFound, StoreError
 from mailguard.records import Envelope, HeldMessage
-from mailguard.store import FINAL_STATES, HELD, Recovery, check_id, new_id, now_iso
+from mailguard.store import (FINAL_STATES, HELD, HOLD_AUDITED, HOLD_DONE, HOLD_STORED, Recovery, check_id,
+                             new_id, now_iso)
 
 # psycopg_pool warns in plain text on every failed connect, which would break the
 # relay's JSON log; the StoreError it leads to carries the reason there instead.
@@ -248,7 +254,7 @@ class PgStore:
             "unscannable": json.dumps(list(unscannable), ensure_ascii=False),
             "subject": subject, "message_id": message_id, "size": len(data), "sha256": sha256,
             "approvals_required": max(1, int(approvals_required)),
-            "approvals": "[]", "received": now, "updated": now,
+            "approvals": "[]", "received": now, "updated": now, "hold_stage": HOLD_STORED,
         }
         self.insert(row, Envelope(mail_from, tuple(rcpt_tos), tuple(mail_options)), data)
         return _row_to_held(row | _defaults(row))
@@ -272,6 +278,37 @@ class PgStore:
         check_id(hold_id)
         with self._write() as db:
             db.execute("DELETE FROM held WHERE id = %s AND state = %s", (hold_id, HELD))
+
+    def find_held_copy(self, mail_from: str, rcpt_tos: Sequence[str], sha256: str, message_id: str,
+                       received_after: str) -> HeldMessage | None:
+        """A message already stored with this envelope, digest and Message-ID, received
+        after ``received_after`` (ISO 8601 UTC): a client's resend of it."""
+        rows = self._query(
+            "SELECT * FROM held WHERE sha256 = %s AND message_id = %s AND mail_from = %s AND received > %s"
+            " ORDER BY received, id", (sha256, message_id, mail_from, received_after))
+        for r in rows:
+            held = _row_to_held(r)
+            if list(held.rcpt_tos) == list(rcpt_tos):
+                return held
+        return None
+
+    # -- a hold's stages: stored -> audited -> done -------------------------------
+
+    def set_hold_stage(self, hold_id: str, stage: str) -> None:
+        """Record how far a hold got: ``audited`` (its hold record is written), ``done``
+        (and its notice sent or given up). Never moves backwards (one conditional UPDATE)."""
+        order = (HOLD_STORED, HOLD_AUDITED, HOLD_DONE)
+        if stage not in order:
+            raise ValueError(stage)
+        earlier = list(order[:order.index(stage)])
+        with self._write() as db:
+            db.execute("UPDATE held SET hold_stage = %s WHERE id = %s AND hold_stage = ANY(%s)",
+                       (stage, check_id(hold_id), earlier))
+
+    def incomplete_holds(self) -> builtins.list[HeldMessage]:
+        """Holds whose hold record or sender notice may be missing (hold_stage not done), oldest first."""
+        rows = self._query("SELECT * FROM held WHERE hold_stage <> %s ORDER BY received, id", (HOLD_DONE,))
+        return [_row_to_held(r) for r in rows]
 
     # -- reading ---------------------------------------------------------------
 
@@ -409,8 +446,9 @@ class PgStore:
     # -- after a crash ----------------------------------------------------------------
 
     def recover(self) -> Recovery:
-        """Clear release markers whose node died (lock free). An add that did not
-        commit left nothing, so there are no leftovers to remove."""
+        """Turn the release markers of dead nodes (lock free) into ``release_interrupted``
+        (the upstream may have the message: a release again may deliver twice). An add
+        that did not commit left nothing, so there are no leftovers to remove."""
         rec = Recovery()
         for row in self._query("SELECT id FROM held WHERE state = %s AND release_started IS NOT NULL"
                                " ORDER BY received, id", (HELD,)):
@@ -418,7 +456,11 @@ class PgStore:
             try:
                 with self.locked(hold_id) as msg:
                     if msg.state == HELD and msg.release_started:
-                        self.clear_release_started(hold_id)
+                        with self._write() as db:
+                            db.execute("UPDATE held SET release_started = NULL, release_interrupted ="
+                                       " COALESCE(release_interrupted, release_started)"
+                                       " WHERE id = %s AND state = %s AND release_started IS NOT NULL",
+                                       (hold_id, HELD))
                         rec.releases_interrupted.append(hold_id)
             except StoreError:
                 continue  # busy: a release is running on some node
@@ -451,4 +493,4 @@ class PgStore:
 
 def _defaults(row: dict[str, Any]) -> dict[str, Any]:
     return {k: None for k in ("decided_at", "decided_by", "decided_reason", "upstream_reply",
-                              "release_started", "purged_at") if k not in row}
+                              "release_started", "purged_at", "release_interrupted") if k not in row}

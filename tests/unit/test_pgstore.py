@@ -17,7 +17,7 @@ from mailguard.cli import EXIT_FAILED, EXIT_OK, main
 from mailguard.config import Config, StoreConfig, check_store_url, load_config
 from mailguard.errors import AuditError, ConfigError, StoreError
 from mailguard.holdstore import fingerprint_key, open_audit, open_store, probe_store, store_exists
-from mailguard.pgstore import PgStore, redact, schema_version
+from mailguard.pgstore import SCHEMA_VERSION, PgStore, redact, schema_version
 from mailguard.store import HELD, RELEASED, Store
 from mynumbers import my_numbers
 
@@ -54,7 +54,7 @@ def test_two_nodes_share_the_key_and_one_chain(tmp_path: Path, pg_url: str) -> N
     assert not store_exists(a)
     key = fingerprint_key(a)
     assert len(key) == 32 and fingerprint_key(b) == key
-    assert store_exists(b) and "schema v1" in probe_store(b)
+    assert store_exists(b) and f"schema v{SCHEMA_VERSION}" in probe_store(b)
     sa, sb = open_store(a), open_store(b)
     try:
         threads = [threading.Thread(target=lambda s=s: [s.audit.append("pass", operator="mailguard")
@@ -87,6 +87,50 @@ def test_tampering_is_detected(tmp_path: Path, pg_url: str) -> None:
             assert not bad.ok and bad.bad_line == 4
             db.execute("DELETE FROM audit WHERE seq = 4")
             assert not store.audit.verify().ok  # the head still names the deleted last record
+    finally:
+        store.close()
+
+
+def test_the_head_row_is_the_checkpoint_and_a_cut_end_fails(tmp_path: Path, pg_url: str) -> None:
+    """Records cut from the end of the chain (issue 14, item 2): the head row says where it ended."""
+    from mailguard.audit import Checkpoint
+
+    store = open_store(_cfg(tmp_path, pg_url))
+    try:
+        recs = [store.audit.append("pass", operator="mailguard", n=i) for i in range(3)]
+        assert store.audit.last_checkpoint() == Checkpoint(3, recs[-1]["hash"])
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            db.execute("DELETE FROM audit WHERE seq = 3")
+            cut = store.audit.verify()
+            assert not cut.ok and cut.bad_line is None and "cut" in cut.reason and cut.records == 2
+            # ... and one who also moves the head back is caught by a head kept elsewhere
+            db.execute("UPDATE audit_head SET seq = 2, hash = %s", (recs[1]["hash"],))
+            assert store.audit.verify().ok
+            assert not store.audit.verify(checkpoint=Checkpoint(3, recs[-1]["hash"])).ok
+    finally:
+        store.close()
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path, pg_url: str) -> None:
+    """Rows written before schema 2 were complete holds: hold_stage done, nothing interrupted."""
+    from importlib import resources
+
+    v1 = (resources.files("mailguard") / "data" / "pg" / "001_init.sql").read_text(encoding="utf-8")
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute(v1.encode())
+        db.execute("INSERT INTO held (id, state, rule, reasons, notice, mail_from, rcpt_tos, persons, findings,"
+                   " fingerprints, unscannable, subject, message_id, size, sha256, approvals_required, approvals,"
+                   " received, updated) VALUES ('abcdefghjkmnpqrs', 'held', 'r', '[]', '', 'a@x', '[\"b@y\"]', 0,"
+                   " '[]', '[]', '[]', '', '', 1, '', 1, '[]', '2025-01-01T00:00:00+00:00',"
+                   " '2025-01-01T00:00:00+00:00')")
+    assert schema_version(pg_url) == 1
+    store = open_store(_cfg(tmp_path, pg_url))
+    try:
+        assert schema_version(pg_url) == SCHEMA_VERSION
+        old = store.get("abcdefghjkmnpqrs")
+        assert old.hold_stage == "done" and old.release_interrupted is None
+        assert store.incomplete_holds() == []
+        assert store.add("a@x", ["b@y"], DATA, rule="r").hold_stage == "stored"
     finally:
         store.close()
 
@@ -142,7 +186,7 @@ def test_audit_append_while_down_is_an_audit_error(pg_url: str, pg_cluster) -> N
             with pytest.raises(StoreError):
                 store.add("a@x", ["b@y"], DATA, rule="r")
             # The holder's best-effort audit (notices) logs the failure, never raises.
-            from mailguard.hold import Notifier
+            from mailguard.notifier import Notifier
 
             Notifier(Config(), store.audit)._audit_quietly("notice", id="x" * 16, kind="held")
         finally:
@@ -172,7 +216,7 @@ def test_store_init_applies_the_schema_once(tmp_path: Path, pg_url: str, capsys)
     cfg = _site(tmp_path, pg_url)
     assert schema_version(pg_url) == 0
     assert main(["-c", str(cfg), "store", "init"]) == EXIT_OK
-    assert "1 schema file(s) applied" in capsys.readouterr().out
+    assert f"{SCHEMA_VERSION} schema file(s) applied" in capsys.readouterr().out
     assert main(["-c", str(cfg), "store", "init"]) == EXIT_OK
     assert "already up to date" in capsys.readouterr().out
     assert main(["-c", str(_site(tmp_path / "plain")), "store", "init"]) != EXIT_OK  # no store.url
@@ -185,6 +229,9 @@ def test_migrate_copies_held_mail_chain_and_key_once(tmp_path: Path, pg_url: str
     [number] = my_numbers(1)
     key = fingerprint_key(config)
     kept = embedded.add("a@city.example.lg.jp", ["b@example.com"], DATA, rule="r", mail_options=("SMTPUTF8",))
+    with embedded.locked(kept.id):  # a release cut off, recovered: release_interrupted, still held
+        embedded.mark_release_started(kept.id)
+    assert embedded.recover().releases_interrupted == [kept.id]
     done = embedded.add("a@city.example.lg.jp", ["c@example.com"], DATA + b"2", rule="r")
     with embedded.locked(done.id):
         embedded.finish(done.id, RELEASED, "alice", "ok")
@@ -203,6 +250,8 @@ def test_migrate_copies_held_mail_chain_and_key_once(tmp_path: Path, pg_url: str
     store = open_store(pg)
     try:
         assert store.get(kept.id) == Store(config.store.path).get(kept.id)
+        assert store.get(kept.id).release_interrupted and store.get(kept.id).hold_stage == "stored"
+        assert [h.id for h in store.incomplete_holds()] == [kept.id, done.id]
         envelope, data = store.read_message(kept.id)
         assert data == DATA and envelope.mail_options == ("SMTPUTF8",)
         assert store.get(done.id).purged_at
