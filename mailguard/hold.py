@@ -51,34 +51,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from mailguard.auditfacts import decision_fields, held_fields
 from mailguard.config import Config
 from mailguard.errors import AuditError, ForwardError, StoreError, UpstreamRefused
 from mailguard.log import get_logger, scrub
-from mailguard.notices import (
-    BLOCKED_NOTICE,
-    EXPIRED_NOTICE,
-    HELD_NOTICE,
-    REJECTED_NOTICE,
-    build_notice,
-    notice_mail_options,
-    notice_sender,
-)
+from mailguard.notices import BLOCKED_NOTICE, EXPIRED_NOTICE, HELD_NOTICE, REJECTED_NOTICE
+from mailguard.notifier import SYSTEM_OPERATOR, Notifier, reply_text
 from mailguard.holdstore import AuditSink, HoldStore, open_audit, open_store
 from mailguard.faults import fault_point
-from mailguard.store import EXPIRED, HELD, HOLD_AUDITED, HOLD_DONE, HOLD_STORED, REJECTED, RELEASED, HeldMessage
-
-if TYPE_CHECKING:  # annotations only: the holder never runs detection or policy
-    from mailguard.detect import Finding
-    from mailguard.policy import Decision
-    from mailguard.scan import Unscannable
-    from mailguard.upstream import UpstreamReply
+from mailguard.records import (
+    EXPIRED, HELD, HOLD_AUDITED, HOLD_DONE, HOLD_STORED, REJECTED, RELEASED, Decision, Finding, HeldMessage,
+    Unscannable,
+)
 
 log = get_logger(component="hold")
 
-SYSTEM_OPERATOR = "mailguard"
 EXPIRY_INTERVAL = 60.0
 
 
@@ -172,55 +161,6 @@ def _audit_fields(held: HeldMessage) -> dict[str, Any]:
         "persons": held.persons, "findings": [dict(f) for f in held.findings],
         "fingerprints": list(held.fingerprints), **held_fields(held),
     }
-
-
-def _reply_text(reply: UpstreamReply | UpstreamRefused) -> str:
-    return f"{reply.code} {' '.join(str(reply.text).split())}"[:500]
-
-
-# -- notices ----------------------------------------------------------------------
-
-
-class Notifier:
-    def __init__(self, config: Config, audit: AuditSink) -> None:
-        self.config = config
-        self.audit = audit
-        self.sender = notice_sender(config.store, config.server)
-
-    async def send(self, kind: str, held: HeldMessage, reason: str = "") -> bool:
-        """Best effort: a failed notice is logged and audited, never raised."""
-        if not self.config.store.notify_sender:
-            return False
-        if not held.mail_from or held.mail_from == "<>":
-            return False  # a bounce: nobody to tell, and no loops
-        from mailguard.upstream import send_message
-
-        try:
-            data = build_notice(kind, held, sender=self.sender, reason=reason,
-                                expiry_hours=self.config.store.hold_expiry_hours,
-                                timezone=self.config.organisation.timezone)
-            # A UTF-8 sender address (SMTPUTF8) is sent with SMTPUTF8; an upstream
-            # that does not offer it refuses here (451 4.6.7), which fails this
-            # notice like any other refusal and leaves the hold as it is.
-            result = await send_message(self.config.upstream, self.sender, [held.mail_from], data,
-                                        mail_options=notice_mail_options(self.sender, held.mail_from))
-        except Exception as exc:  # noqa: BLE001 - best effort: a notice never undoes a hold or reject
-            if not isinstance(exc, ForwardError):
-                exc = ForwardError(f"notice failed: {type(exc).__name__}")
-            log.warning("notice_failed", id=held.id, kind=kind, error=str(exc))
-            await asyncio.to_thread(self._audit_quietly, "notice", id=held.id, kind=kind,
-                                    to=[held.mail_from], error=str(exc)[:300])
-            return False
-        log.info("notice_sent", id=held.id, kind=kind)
-        await asyncio.to_thread(self._audit_quietly, "notice", id=held.id, kind=kind,
-                                to=[held.mail_from], reply=_reply_text(result.reply))
-        return True
-
-    def _audit_quietly(self, event: str, **fields: Any) -> None:
-        try:
-            self.audit.append(event, operator=SYSTEM_OPERATOR, **fields)
-        except AuditError as exc:
-            log.error("audit_failed", audit_event=event, error=str(exc))  # `event` is structlog's own
 
 
 # -- the relay's side -----------------------------------------------------------
@@ -533,15 +473,15 @@ async def release_message(config: Config, store: HoldStore, audit: AuditSink, ho
             fault_point("release_after_upstream")
         except ForwardError as exc:
             store.clear_release_started(hold_id)
-            out.error = (f"upstream refused: {_reply_text(exc)}" if isinstance(exc, UpstreamRefused)
+            out.error = (f"upstream refused: {reply_text(exc)}" if isinstance(exc, UpstreamRefused)
                          else f"upstream unavailable: {exc}")
             audit.append("release-failed", operator=operator, reason=reason, error=out.error[:500],
                          **_audit_fields(held))
             log.warning("release_failed", id=hold_id, error=out.error)
             return out
-        out.reply = _reply_text(result.reply)
+        out.reply = reply_text(result.reply)
         if result.refused:
-            out.refused = {r: _reply_text(rep) for r, rep in result.refused.items()}
+            out.refused = {r: reply_text(rep) for r, rep in result.refused.items()}
             store.narrow_recipients(hold_id, [r for r in envelope.rcpt_tos if r in result.refused])
             store.clear_release_started(hold_id)
             out.error = f"upstream refused {len(out.refused)} recipient(s); they stay held"

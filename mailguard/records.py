@@ -289,6 +289,14 @@ class Decision:
 # -- hold store --------------------------------------------------------------
 
 
+# A held message's state: held -> released | rejected | expired, exactly once.
+HELD, RELEASED, REJECTED, EXPIRED = "held", "released", "rejected", "expired"
+STATES = (HELD, RELEASED, REJECTED, EXPIRED)
+FINAL_STATES = (RELEASED, REJECTED, EXPIRED)
+# How far a hold got (issue 14): stored -> audited -> done (its notice sent or given up).
+HOLD_STORED, HOLD_AUDITED, HOLD_DONE = "stored", "audited", "done"
+
+
 @dataclass(frozen=True)
 class HeldMessage:
     id: str

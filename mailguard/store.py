@@ -58,11 +58,11 @@ from mailguard.durable import chmod_own, dir_mode, file_mode
 from mailguard.durable import fsync_dir as _fsync_dir
 from mailguard.durable import probe_dir, write_locked
 from mailguard.errors import NotFound, StoreError
-from mailguard.records import Envelope, HeldMessage  # the held-message records; re-exported
-
-HELD, RELEASED, REJECTED, EXPIRED = "held", "released", "rejected", "expired"
-STATES = (HELD, RELEASED, REJECTED, EXPIRED)
-FINAL_STATES = (RELEASED, REJECTED, EXPIRED)
+# The held-message records and their states; re-exported for older callers.
+from mailguard.records import (  # noqa: F401
+    EXPIRED, FINAL_STATES, HELD, HOLD_AUDITED, HOLD_DONE, HOLD_STORED, REJECTED, RELEASED, STATES, Envelope,
+    HeldMessage,
+)
 
 # Letters only (no i, l, o): easy to read aloud, and never a digit run that a
 # number scrubber would mask or mistake for a My Number.
@@ -110,7 +110,6 @@ _ADDED_COLUMNS = (
     ("hold_stage", "TEXT NOT NULL DEFAULT 'done'"),
     ("release_interrupted", "TEXT"),
 )
-HOLD_STORED, HOLD_AUDITED, HOLD_DONE = "stored", "audited", "done"
 
 
 def now_iso() -> str:

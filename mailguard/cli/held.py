@@ -20,7 +20,8 @@ from typing import Any
 from mailguard.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_option
 from mailguard.config import Config
 from mailguard.holdstore import HoldStore, open_store
-from mailguard.store import ID_RE, STATES, HeldMessage
+from mailguard.records import STATES, HeldMessage
+from mailguard.store import ID_RE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
