@@ -175,6 +175,13 @@ def _reply_text(reply: UpstreamReply | UpstreamRefused) -> str:
 # -- notices ----------------------------------------------------------------------
 
 
+def _web_link(config: Config, hold_id: str) -> str:
+    """The held message's page on `mailguard web` (web.base_url), or "" without one."""
+    from mailguard.web.notify import held_link
+
+    return held_link(config, hold_id)
+
+
 class Notifier:
     def __init__(self, config: Config, audit: AuditSink) -> None:
         self.config = config
@@ -192,7 +199,8 @@ class Notifier:
         try:
             data = build_notice(kind, held, sender=self.sender, reason=reason,
                                 expiry_hours=self.config.store.hold_expiry_hours,
-                                timezone=self.config.organisation.timezone)
+                                timezone=self.config.organisation.timezone,
+                                link=_web_link(self.config, held.id) if kind == HELD_NOTICE else "")
             # A UTF-8 sender address (SMTPUTF8) is sent with SMTPUTF8; an upstream
             # that does not offer it refuses here (451 4.6.7), which fails this
             # notice like any other refusal and leaves the hold as it is.
@@ -273,6 +281,12 @@ class Holder:
         task = asyncio.create_task(self.notifier.send(HELD_NOTICE, held))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self.config.web.approvers:  # the approval page's people hear of it too (issue 18.5)
+            from mailguard.web.notify import notify_approvers
+
+            task = asyncio.create_task(notify_approvers(self.config, self.audit, held))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return held.id
 
     def _hold_durably(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
