@@ -137,6 +137,20 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The approval page (`mailguard web`, mailguard/web/): people approve held mail."""
+
+    listen: str = "127.0.0.1:8025"
+    base_url: str = ""  # e.g. "https://mailguard.city.example.lg.jp/": links in notices; empty = no links
+    approvers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # sender address or domain -> user names
+    cookie_secure: bool = True  # false only for plain-http testing on loopback
+    session_minutes: int = 30  # idle time before a session ends
+    login_attempts: int = 5  # failed logins per user name or address per 15 minutes
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # may set X-Forwarded-For / the SSO header
+    sso_header: str = ""  # e.g. "X-Remote-User" set by the reverse proxy; empty = off
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
@@ -146,6 +160,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: str = BUILTIN_SOURCE
 
     @property
@@ -284,6 +299,12 @@ def _coerce(hint: Any, value: Any, source: str, where: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(source, where, f"expected a string, got {value!r}")
+    if hint == dict[str, tuple[str, ...]]:  # web.approvers: a table of lists of strings
+        if isinstance(value, dict) and all(
+                isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values()):
+            return {str(k): tuple(v) for k, v in value.items()}
+        raise ConfigError(source, where, f'expected a table of lists of strings like {{ "a.example" = ["name"] }}, '
+                          f"got {value!r}")
     # tuple[str, ...]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
@@ -390,6 +411,7 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
             split_hostport(cfg.metrics.listen)
         except ValueError as exc:
             raise ConfigError(source, "metrics.listen", f"{cfg.metrics.listen!r}: {exc}") from None
+    web = _finish_web(cfg.web, source)
     if cfg.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(source, "log.level", "must be debug, info, warning or error")
 
@@ -410,6 +432,7 @@ def _finish(cfg: Config, base: Path, source: str) -> Config:
                                          list_addresses=tuple(lists)),
         store=dataclasses.replace(cfg.store, path=_resolve(base, cfg.store.path)),
         policy=PolicyConfig(policy_dir),
+        web=web,
         source=source,
     )
 
@@ -431,3 +454,32 @@ def check_store_url(url: str, source: str = "store.url") -> str:
     if not parts.path.strip("/") and "dbname=" not in parts.query:
         raise ConfigError(source, "store.url", "names no database; expected postgresql://user@host:port/dbname")
     return url
+def _finish_web(web: WebConfig, source: str) -> WebConfig:
+    try:
+        split_hostport(web.listen)
+    except ValueError as exc:
+        raise ConfigError(source, "web.listen", f"{web.listen!r}: {exc}") from None
+    if web.base_url:
+        parts = urlsplit(web.base_url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ConfigError(source, "web.base_url",
+                              f"{web.base_url!r}: expected https://HOST/ (the address people open)")
+    for net in web.trusted_proxies:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(source, "web.trusted_proxies", f"{net!r} is not an IP network like 127.0.0.1/32") from None
+    if web.session_minutes < 1:
+        raise ConfigError(source, "web.session_minutes", "must be at least 1")
+    if web.login_attempts < 1:
+        raise ConfigError(source, "web.login_attempts", "must be at least 1")
+    approvers = {}
+    for key, names in web.approvers.items():
+        norm = key.strip().strip(".").lower()
+        if not norm or " " in norm or norm.startswith("@"):
+            raise ConfigError(source, "web.approvers",
+                              f"{key!r}: expected a sender address (kacho@jinji.example) or a domain (jinji.example)")
+        if not names:
+            raise ConfigError(source, f"web.approvers.{key}", "lists no user names")
+        approvers[norm] = tuple(n.strip() for n in names)
+    return dataclasses.replace(web, approvers=approvers)

@@ -59,6 +59,7 @@ from mailguard.errors import AuditError, ForwardError, StoreError, UpstreamRefus
 from mailguard.log import get_logger, scrub
 from mailguard.notices import BLOCKED_NOTICE, EXPIRED_NOTICE, HELD_NOTICE, REJECTED_NOTICE
 from mailguard.notifier import SYSTEM_OPERATOR, Notifier, reply_text
+from mailguard.web.notify import notify_approvers
 from mailguard.holdstore import AuditSink, HoldStore, open_audit, open_store
 from mailguard.faults import fault_point
 from mailguard.records import (
@@ -272,6 +273,10 @@ class Holder:
         task = asyncio.create_task(self._notify_held(held))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self.config.web.approvers:  # the approval page's people hear of it too (issue 18.5)
+            task = asyncio.create_task(notify_approvers(self.config, self.audit, held))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return held.id
 
     def _hold_once(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,

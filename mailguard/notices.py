@@ -30,7 +30,7 @@ from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
 from datetime import UTC, datetime, timedelta
-from mailguard.config import ServerConfig, StoreConfig
+from mailguard.config import ServerConfig, StoreConfig, WebConfig
 from mailguard.localtime import DEFAULT_TIMEZONE, iso_time, show_time
 from mailguard.log import scrub
 from mailguard.policy import split_notice
@@ -48,6 +48,13 @@ _SUBJECTS = {
     EXPIRED_NOTICE: ("送信されませんでした(保留期限切れ)", "Your message was not sent (hold expired)"),
 }
 
+
+
+def held_link(web: WebConfig, hold_id: str) -> str:
+    """The held message's page on `mailguard web` (web.base_url), or "" without one."""
+    if not web.base_url or not hold_id:
+        return ""
+    return web.base_url.rstrip("/") + "/held/" + hold_id
 
 def safe_text(value: object, limit: int = MAX_FIELD) -> str:
     """Text from a message or an operator, fit for a notice: normalised, masked, bounded, one line."""
@@ -72,8 +79,9 @@ def build_notice(
     reason: str = "",
     expiry_hours: float | None = None,
     timezone: str = DEFAULT_TIMEZONE,
+    link: str = "",
 ) -> bytes:
-    """The notice for ``held`` as bytes ready for SMTP."""
+    """The notice for ``held`` as bytes ready for SMTP (``link``: its page on `mailguard web`)."""
     if kind not in KINDS:
         raise ValueError(kind)
     ja_subj, en_subj = _SUBJECTS[kind]
@@ -97,7 +105,8 @@ def build_notice(
     if original_id.startswith("<") and original_id.endswith(">") and " " not in original_id:
         msg["In-Reply-To"] = original_id
         msg["References"] = original_id
-    body = _body(kind, held, reason=safe_text(reason, 500), expiry_hours=expiry_hours, timezone=timezone)
+    body = _body(kind, held, reason=safe_text(reason, 500), expiry_hours=expiry_hours, timezone=timezone,
+                 link=safe_text(link, 500))
     msg.set_content(scrub(body), charset="utf-8", cte="base64")
     return msg.as_bytes(policy=policy)
 
@@ -164,7 +173,7 @@ def reason_ja(reason: str) -> str:
 
 
 def _body(kind: str, held: HeldMessage, *, reason: str, expiry_hours: float | None,
-          timezone: str = DEFAULT_TIMEZONE) -> str:
+          timezone: str = DEFAULT_TIMEZONE, link: str = "") -> str:
     rcpts = ", ".join(safe_text(r, 254) for r in held.rcpt_tos[:20])
     if len(held.rcpt_tos) > 20:
         rcpts += f", … (+{len(held.rcpt_tos) - 20})"
@@ -237,6 +246,8 @@ def _body(kind: str, held: HeldMessage, *, reason: str, expiry_hours: float | No
     lines = ["[日本語]", "", *ja_lead, ""]
     if held.id:
         lines.append(f"保留ID: {held.id}")
+    if link:
+        lines.append(f"確認・取り消し: {link}")
     lines += [f"件名: {subject}", f"宛先: {rcpts}", f"受付日時: {received}",
               f"規則: {safe_text(held.rule)}", "理由:"]
     lines += [f"  {r}" for r in reasons_ja]
@@ -255,6 +266,8 @@ def _body(kind: str, held: HeldMessage, *, reason: str, expiry_hours: float | No
     lines += ["", "-" * 60, "", "[English]", "", *en_lead, ""]
     if held.id:
         lines.append(f"Hold ID: {held.id}")
+    if link:
+        lines.append(f"See or cancel it: {link}")
     lines += [f"Subject: {subject}", f"Recipients: {rcpts}",
               f"Received: {received}", f"Rule: {safe_text(held.rule)}", "Reasons:"]
     lines += [f"  {r}" for r in reasons]

@@ -22,7 +22,7 @@ from mailguard.config import Config
 from mailguard.errors import AuditError, ForwardError, UpstreamRefused
 from mailguard.holdstore import AuditSink
 from mailguard.log import get_logger
-from mailguard.notices import build_notice, notice_mail_options, notice_sender
+from mailguard.notices import HELD_NOTICE, build_notice, held_link, notice_mail_options, notice_sender
 from mailguard.records import HeldMessage, UpstreamReply
 from mailguard.upstream import send_message
 
@@ -49,7 +49,8 @@ class Notifier:
         try:
             data = build_notice(kind, held, sender=self.sender, reason=reason,
                                 expiry_hours=self.config.store.hold_expiry_hours,
-                                timezone=self.config.organisation.timezone)
+                                timezone=self.config.organisation.timezone,
+                                link=held_link(self.config.web, held.id) if kind == HELD_NOTICE else "")
             # A UTF-8 sender address (SMTPUTF8) is sent with SMTPUTF8; an upstream
             # that does not offer it refuses here (451 4.6.7), which fails this
             # notice like any other refusal and leaves the hold as it is.

@@ -17,7 +17,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-COMMAND_MODULES = ("serve", "scan", "check", "policy", "held", "audit", "incident", "status", "store")
+COMMAND_MODULES = ("serve", "scan", "check", "policy", "held", "audit", "incident", "status", "store", "web", "user")
 # Commands whose answer depends on who is internal: without internal domains every
 # colleague is external, so these refuse to run rather than decide wrongly.
 NEEDS_INTERNAL_DOMAINS = ("serve", "check", "policy")

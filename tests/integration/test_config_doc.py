@@ -13,7 +13,8 @@ from mailguard.config import Config, load_config
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 ROW = re.compile(r"^\| `(\w+)\.(\w+)` \| ([a-z ]+) \| `([^`]*)` \| `([^`]*)` \|")
-TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", tuple[str, ...]: "list of strings"}
+TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", tuple[str, ...]: "list of strings",
+         dict[str, tuple[str, ...]]: "table of lists", dict: "table of lists"}
 
 
 def _code_keys() -> dict[str, tuple[str, object]]:
@@ -41,6 +42,8 @@ def _doc_rows() -> dict[str, tuple[str, str, str]]:
 
 def _toml(value: str) -> object:
     v = tomllib.loads(f"v = {value}")["v"]
+    if isinstance(v, dict):
+        return {k: tuple(x) for k, x in v.items()}
     return tuple(v) if isinstance(v, list) else v
 
 
