@@ -55,12 +55,12 @@ async def test_client_gone_while_hold_is_being_written_still_logs_and_notifies(s
 
 
 async def test_notice_that_cannot_be_built_never_breaks_the_hold(start_relay, upstream, raw, monkeypatch):
-    import mailguard.hold as hold_mod
+    import mailguard.notifier as notifier_mod
 
     def broken(*a, **kw):
         raise ValueError("hostile header")
 
-    monkeypatch.setattr(hold_mod, "build_notice", broken)
+    monkeypatch.setattr(notifier_mod, "build_notice", broken)
     holders = []
 
     def hook(config, services):
