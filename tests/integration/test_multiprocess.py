@@ -65,7 +65,7 @@ async def test_two_processes_hold_release_and_sigkill_lose_nothing(tmp_path: Pat
     cfg = _config(tmp_path, f"smtp://127.0.0.1:{upstream.port}", port)
     parent = await start_process([sys.executable, "-m", "mailguard", "-c", str(cfg), "serve"], port, tmp_path)
     try:
-        for _ in range(100):  # both workers up
+        for _ in range(300):  # both workers up (generous: CI's cores are shared)
             if len(_children(parent.pid)) >= 2:
                 break
             await asyncio.sleep(0.1)
@@ -96,7 +96,7 @@ async def test_two_processes_hold_release_and_sigkill_lose_nothing(tmp_path: Pat
 
         await asyncio.gather(chaos(), *(client() for _ in range(6)))
         assert killed and released
-        for _ in range(100):  # the supervisor restarted the killed worker
+        for _ in range(300):  # the supervisor restarted the killed worker
             kids = _children(parent.pid)
             if len(kids) >= 2 and killed[0] not in kids:
                 break

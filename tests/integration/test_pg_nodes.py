@@ -114,9 +114,9 @@ def test_postgresql_down_mid_traffic_gives_451_then_recovers(nodes, sink: Sink, 
     for t in ts:
         t.start()
     try:
-        time.sleep(1.0)
+        _wait_until(lambda: codes.count(250) >= 2)
         pg_cluster.stop()
-        time.sleep(3.0)
+        _wait_until(lambda: 451 in codes)  # the relay said "try later" while it was down
     finally:
         pg_cluster.start()
     mark = {port: len(got) for port, got in per_node.items()}  # sends finished before the restart
@@ -143,6 +143,12 @@ def test_postgresql_down_mid_traffic_gives_451_then_recovers(nodes, sink: Sink, 
     assert cli(cfg_a, "audit", "verify").returncode == 0
 
 
+def _wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_kill9_of_a_node_mid_burst_loses_nothing_and_b_takes_over(nodes, sink: Sink) -> None:
     (_, cfg_b), (srv_a, srv_b) = nodes
     accepted: list[str] = []
@@ -166,10 +172,11 @@ def test_kill9_of_a_node_mid_burst_loses_nothing_and_b_takes_over(nodes, sink: S
     ts = [threading.Thread(target=client) for _ in range(3)]
     for t in ts:
         t.start()
-    time.sleep(1.5)
+    # Conditions, not fixed times: CI's machine may be slower than this one.
+    _wait_until(lambda: len(accepted) >= 2)
     srv_a.kill9()
     count_at_kill = len(accepted)
-    time.sleep(1.5)
+    _wait_until(lambda: len(accepted) >= count_at_kill + 2 and failovers)
     stop.set()
     for t in ts:
         t.join(60)
