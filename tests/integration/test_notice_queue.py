@@ -148,3 +148,29 @@ def test_notice_from_and_ehlo_default_to_postmaster_of_the_first_internal_domain
     finally:
         srv.stop()
         sink.stop()
+
+
+def test_the_example_config_shows_the_notice_sender_and_the_ehlo_name():
+    from hold_support import ROOT
+
+    example = (ROOT / "deploy" / "mailguard.toml.example").read_text(encoding="utf-8")
+    assert re.search(r"(?m)^# hostname = .*FQDN", example)
+    assert re.search(r"(?m)^# notice_from = .*postmaster@<first internal domain>", example)
+
+
+def test_notice_sender_and_retry_defaults(monkeypatch):
+    from mailguard.config import OrganisationConfig, ServerConfig, StoreConfig
+    from mailguard.notices import ehlo_name, notice_sender
+    from mailguard.notifier import RETRY_SCHEDULE, retry_delay, retry_schedule
+
+    org = OrganisationConfig(internal_domains=("City.Example.lg.jp", "other.example"))
+    assert notice_sender(StoreConfig(), ServerConfig(), org) == "postmaster@city.example.lg.jp"
+    assert notice_sender(StoreConfig(notice_from="mg@x.example"), ServerConfig(), org) == "mg@x.example"
+    assert notice_sender(StoreConfig(), ServerConfig(hostname="mg.x.example")) == "postmaster@mg.x.example"
+    assert ehlo_name(ServerConfig()) == socket.getfqdn()
+    assert ehlo_name(ServerConfig(hostname="mg.x.example")) == "mg.x.example"
+    monkeypatch.delenv("MAILGUARD_NOTICE_RETRY")
+    assert retry_schedule() == RETRY_SCHEDULE and RETRY_SCHEDULE[0] < 60  # first retry within a minute
+    assert [retry_delay(n) for n in (1, 2, 3, 4, 5, 9)] == [30, 120, 600, 3600, 3600, 3600]
+    monkeypatch.setenv("MAILGUARD_NOTICE_RETRY", "1,2,4")
+    assert [retry_delay(n) for n in (1, 2, 3, 4)] == [1, 2, 4, 4]
