@@ -91,7 +91,7 @@ class StoreConfig:
     path: str = "var/mailguard"
     hold_expiry_hours: float = 72.0
     notify_sender: bool = True
-    notice_from: str = ""  # envelope/From of notices; empty = postmaster@<hostname>
+    notice_from: str = ""  # envelope/From of notices; empty = postmaster@<first internal domain>
     group: str = ""  # admin group that may read and change the store (files 0660, dirs 2770); empty = owner only
     min_free: int = 64 * 1024 * 1024  # bytes free on store.path below which new mail is 451 4.3.1
     # "postgresql://user@host:port/dbname" (libpq URI; the password from the URI,

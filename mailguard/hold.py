@@ -4,7 +4,7 @@
         async hold(mail_from, rcpt_tos, data, decision, *, mail_options=()) -> hold_id
             durable (file fsynced + renamed + directory fsynced, row committed,
             audit record fsynced) before it returns; the held notice is sent
-            afterwards, best effort, in the background. A resend of a message
+            afterwards in the background, through the store's notice queue (retried). A resend of a message
             held within the hold lifetime (same Message-ID, envelope, sha256)
             returns the first hold's id and stores nothing.
         recover()                        serve's start: store recovery, then every
@@ -12,7 +12,8 @@
         async expire_due() -> [hold_id]          held past store.hold_expiry_hours
         async run_expiry(interval)               serve's periodic loop
         async aclose()                           wait for notices in flight
-        start()                                  start run_expiry on the running loop
+        start()                                  start run_expiry and the notice queue's
+                                                 sender (Notifier.run) on the running loop
     Recorder(config)                   the relay's ``recorder``
         async record(mail_from, rcpt_tos, decision, *, data=None, size=None,
                      outcome="", reply="", hold_id=None, **extra)
@@ -58,7 +59,7 @@ from mailguard.config import Config
 from mailguard.errors import AuditError, ForwardError, StoreError, UpstreamRefused
 from mailguard.log import get_logger, scrub
 from mailguard.notices import BLOCKED_NOTICE, EXPIRED_NOTICE, HELD_NOTICE, REJECTED_NOTICE
-from mailguard.notifier import SYSTEM_OPERATOR, Notifier, reply_text
+from mailguard.notifier import FAILED, SYSTEM_OPERATOR, Notifier, reply_text
 from mailguard.web.notify import notify_approvers
 from mailguard.holdstore import AuditSink, HoldStore, open_audit, open_store
 from mailguard.faults import fault_point
@@ -172,9 +173,10 @@ class Holder:
         self.config = config
         self.store = store or open_store(config)
         self.audit = audit or self.store.audit
-        self.notifier = Notifier(config, self.audit)
+        self.notifier = Notifier(config, self.audit, self.store)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._expiry: asyncio.Task[Any] | None = None
+        self._sender: asyncio.Task[Any] | None = None  # the notice queue's sender loop
         self._pending_notices: list[str] = []  # recovered holds whose notice is still due
         self._digest_locks: dict[str, list[Any]] = {}  # sha256 -> [lock, users]
         self._digest_guard = threading.Lock()
@@ -205,8 +207,9 @@ class Holder:
             if r.get("id") in ids:
                 if r.get("event") == "hold":
                     recorded.add(str(r["id"]))
-                elif r.get("event") == "notice" and r.get("kind") == HELD_NOTICE:
-                    noticed.add(str(r["id"]))
+                elif (r.get("event") == "notice" and r.get("kind") == HELD_NOTICE
+                      and (not r.get("error") or r.get("queued"))):
+                    noticed.add(str(r["id"]))  # sent, or in the notice queue
         for held in short:
             if held.hold_stage == HOLD_STORED and held.id not in recorded:
                 self.audit.append("hold", operator=SYSTEM_OPERATOR, reasons=list(held.reasons),
@@ -231,9 +234,10 @@ class Holder:
                 log.error("notice_failed", id=hold_id, kind=HELD_NOTICE, error=type(exc).__name__)
 
     async def _notify_held(self, held: HeldMessage) -> None:
-        """The held notice, then the hold is done (a failed notice is audited by send)."""
-        await self.notifier.send(HELD_NOTICE, held)
-        await asyncio.to_thread(self.store.set_hold_stage, held.id, HOLD_DONE)
+        """The held notice, then the hold is done once the notice is sent or queued
+        (a notice neither sent nor queued is tried again by the next start's recovery)."""
+        if await self.notifier.send(HELD_NOTICE, held) != FAILED:
+            await asyncio.to_thread(self.store.set_hold_stage, held.id, HOLD_DONE)
 
     async def hold(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
                    *, mail_options: Sequence[str] = ()) -> str:
@@ -359,14 +363,17 @@ class Holder:
             return
         if self._expiry is None:
             self._expiry = loop.create_task(self.run_expiry())
+        if self._sender is None:  # retries queued notices (issue 13.5)
+            self._sender = loop.create_task(self.notifier.run())
 
     async def aclose(self, timeout: float = 30.0) -> None:
         """Stop the expiry loop and give notices in flight a chance to finish."""
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
-            self._expiry = None
+        for task in (self._expiry, self._sender):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._expiry = self._sender = None
         # Holds in flight first (each may start a notice), then the notices.
         deadline = asyncio.get_running_loop().time() + timeout
         while self._tasks:
@@ -504,8 +511,9 @@ async def release_message(config: Config, store: HoldStore, audit: AuditSink, ho
 
 
 async def reject_message(config: Config, store: HoldStore, audit: AuditSink, hold_id: str,
-                         operator: str, reason: str) -> tuple[HeldMessage, bool]:
-    """Reject a held message; returns it and whether the sender's notice was accepted upstream."""
+                         operator: str, reason: str) -> tuple[HeldMessage, str]:
+    """Reject a held message; returns it and what became of the sender's notice
+    (notifier.SENT, QUEUED: the relay retries it, FAILED, NOT_SENT)."""
     reason = safe_reason(reason)
     with store.locked(hold_id) as held:
         if held.state != HELD:
@@ -513,8 +521,8 @@ async def reject_message(config: Config, store: HoldStore, audit: AuditSink, hol
         done = store.finish(hold_id, REJECTED, operator, reason)
         audit.append("reject", operator=operator, reason=reason, **_audit_fields(done))
     log.info("rejected", id=hold_id)
-    notified = await Notifier(config, audit).send(REJECTED_NOTICE, done, reason=reason)
-    return done, notified
+    notice = await Notifier(config, audit, store).send(REJECTED_NOTICE, done, reason=reason)
+    return done, notice
 
 
 def expire_message(store: HoldStore, audit: AuditSink, hold_id: str, operator: str) -> HeldMessage:

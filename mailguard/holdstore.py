@@ -22,7 +22,9 @@ changes go held -> released | rejected | expired exactly once; ``recover`` is
 safe while other processes use the store, never removes a committed message, and
 marks a release it finds cut off (``release_interrupted``, kept until the message
 is finished); a new row starts at hold_stage ``stored``; ``AuditSink.append``
-checkpoints the chain head outside the records (``last_checkpoint``).
+checkpoints the chain head outside the records (``last_checkpoint``); a queued
+notice stays until ``notice_sent`` or ``notice_expired``, and a claimed one
+(``due_notices(claim_until=)``) is returned to no other caller until the claim ends.
 
 SECURITY: ids come from the command line; every backend validates them (StoreError)
 before using them. DIAGNOSTICS: none; callers log and audit.
@@ -39,6 +41,7 @@ from typing import Any, Protocol
 
 from mailguard.audit import AuditLog, Checkpoint, VerifyResult
 from mailguard.config import Config
+from mailguard.noticestore import NoticeQueueStats, QueuedNotice
 from mailguard.store import Envelope, HeldMessage, Recovery, Store
 
 
@@ -158,6 +161,25 @@ class HoldStore(Protocol):
 
     # after a crash
     def recover(self) -> Recovery: ...
+
+    # the durable queue of sender notices (mailguard.noticestore; issue 13.5)
+    def queue_notice(self, kind: str, hold_id: str, mail_from: str, rcpt_tos: Sequence[str], data: bytes, *,
+                     expires: str, next_attempt: str | None = None, mail_options: Sequence[str] = ()) -> str:
+        """Queue a built notice durably; its id (one per hold id and kind while queued)."""
+        ...
+
+    def due_notices(self, now: str, limit: int = 50, *,
+                    claim_until: str | None = None) -> builtins.list[QueuedNotice]:
+        """Due at ``now`` (expired ones too), oldest due first; claimed until ``claim_until``."""
+        ...
+
+    def notice_sent(self, notice_id: str) -> None: ...
+
+    def notice_failed(self, notice_id: str, next_attempt: str, error: str) -> None: ...
+
+    def notice_expired(self, notice_id: str) -> None: ...
+
+    def notice_queue_stats(self) -> NoticeQueueStats: ...
 
 
 def open_store(config: Config) -> HoldStore:

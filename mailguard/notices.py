@@ -30,7 +30,7 @@ from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
 from datetime import UTC, datetime, timedelta
-from mailguard.config import ServerConfig, StoreConfig, WebConfig
+from mailguard.config import OrganisationConfig, ServerConfig, StoreConfig, WebConfig
 from mailguard.localtime import DEFAULT_TIMEZONE, iso_time, show_time
 from mailguard.log import scrub
 from mailguard.policy import split_notice
@@ -64,11 +64,31 @@ def safe_text(value: object, limit: int = MAX_FIELD) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def notice_sender(store_cfg: StoreConfig, server_cfg: ServerConfig | None = None) -> str:
+def notice_sender(store_cfg: StoreConfig, server_cfg: ServerConfig | None = None,
+                  org_cfg: OrganisationConfig | None = None) -> str:
+    """The notices' sender: store.notice_from, else postmaster@<first internal
+    domain> (a domain the organisation's mail accepts replies for), else
+    postmaster@<server.hostname or the host's FQDN>."""
     if store_cfg.notice_from:
         return store_cfg.notice_from
-    host = (server_cfg.hostname if server_cfg is not None else "") or socket.getfqdn() or "localhost"
-    return f"postmaster@{host}"
+    domains = [d.strip().lstrip(".").lower() for d in (org_cfg.internal_domains if org_cfg is not None else ())
+               if d.strip().lstrip(".")]
+    if domains:
+        return f"postmaster@{domains[0]}"
+    return f"postmaster@{ehlo_name(server_cfg)}"
+
+
+_fqdn: str | None = None
+
+
+def ehlo_name(server_cfg: ServerConfig | None = None) -> str:
+    """The name mailguard gives in EHLO to the upstream: server.hostname, else the host's FQDN."""
+    global _fqdn
+    if server_cfg is not None and server_cfg.hostname:
+        return server_cfg.hostname
+    if _fqdn is None:
+        _fqdn = socket.getfqdn() or "localhost"
+    return _fqdn
 
 
 def build_notice(

@@ -1,74 +1,218 @@
-"""Sending one notice to a sender, and its audit record.
+"""Sending notices to senders through the store's durable queue, and their audit records.
 
-    Notifier(config, audit).send(kind, held, reason="") -> bool
-    reply_text(reply) -> str         an upstream reply as one bounded line
+    Notifier(config, audit, store=None)
+        async send(kind, held, reason="") -> SENT | QUEUED | FAILED | NOT_SENT
+            build the notice, queue it (durable), try it once at once
+        async send_due(limit=50) -> int      one round: the due notices, expired ones given up
+        async run(interval=None)             the relay's sender loop (worker 0 / the single serve)
+        wake()                               a notice was queued: look now
+    retry_schedule() -> (seconds, ...)   30 s, 2 min, 10 min, 1 h, then hourly
+    reply_text(reply) -> str             an upstream reply as one bounded line
 
-Best effort by design: a notice that cannot be sent is logged and audited
-(`notice` with `error`), never raised, so it never undoes a hold, a reject or a
-block. The notice itself is built by notices.py (Japanese first, English second,
-masked) and sent through upstream.send_message.
+A notice is at-least-once: it is queued in the hold store (noticestore.py)
+before the first attempt, and an attempt the upstream does not confirm (no
+answer, a 4xx or 5xx, a dropped connection, a process killed mid-send) is tried
+again with backoff until the upstream takes it or NOTICE_EXPIRY_HOURS pass; so
+the sender may, rarely, get one twice. Every attempt is audited (``notice`` with
+``attempt`` and ``reply`` or ``error``), and a notice given up is
+``notice_expired``. Nothing here ever raises into a hold, a reject or a block.
+
+MAILGUARD_NOTICE_RETRY (tests only): the schedule as seconds, e.g. "1,2,4".
 
 SECURITY: the notice carries masked findings only (notices.py builds it); the
 reply text recorded is the upstream's, bounded. DIAGNOSTICS: `notice_sent`,
-`notice_failed`, `audit_failed`.
+`notice_failed`, `notice_expired`, `notice_queue_failed`, `audit_failed`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any, Sequence
 
 from mailguard.config import Config
 from mailguard.errors import AuditError, ForwardError, UpstreamRefused
-from mailguard.holdstore import AuditSink
+from mailguard.holdstore import AuditSink, HoldStore
 from mailguard.log import get_logger
-from mailguard.notices import HELD_NOTICE, build_notice, held_link, notice_mail_options, notice_sender
+from mailguard.noticestore import QueuedNotice
+from mailguard.notices import HELD_NOTICE, build_notice, ehlo_name, held_link, notice_mail_options, notice_sender
 from mailguard.records import HeldMessage, UpstreamReply
-from mailguard.upstream import send_message
+from mailguard.upstream import UpstreamPool, send_message
 
 log = get_logger()
 SYSTEM_OPERATOR = "mailguard"  # the operator of records the relay writes itself
+
+SENT, QUEUED, FAILED, NOT_SENT = "sent", "queued", "failed", "none"
+RETRY_SCHEDULE = (30.0, 120.0, 600.0, 3600.0)  # after the 1st, 2nd, ... failure; the last repeats
+RETRY_ENV = "MAILGUARD_NOTICE_RETRY"  # tests only: e.g. "1,2,4"
+NOTICE_EXPIRY_HOURS = 120.0  # a notice not delivered in 5 days is given up (audited)
+CLAIM_SECONDS = 600.0  # a notice being sent is this sender's for so long (then retried)
+MAX_POLL = 15.0  # the sender loop looks at the queue at least this often (CLIs queue too)
 
 
 def reply_text(reply: UpstreamReply | UpstreamRefused) -> str:
     return f"{reply.code} {' '.join(str(reply.text).split())}"[:500]
 
 
+def retry_schedule() -> tuple[float, ...]:
+    raw = os.environ.get(RETRY_ENV, "").strip()
+    if raw:
+        try:
+            values = tuple(float(v) for v in raw.split(",") if v.strip())
+            if values and all(v > 0 for v in values):
+                return values
+        except ValueError:
+            pass
+    return RETRY_SCHEDULE
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before the next attempt after ``failures`` failed attempts (>= 1)."""
+    schedule = retry_schedule()
+    return schedule[min(max(failures, 1), len(schedule)) - 1]
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat(timespec="microseconds")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 class Notifier:
-    def __init__(self, config: Config, audit: AuditSink) -> None:
+    def __init__(self, config: Config, audit: AuditSink, store: HoldStore | None = None) -> None:
         self.config = config
         self.audit = audit
-        self.sender = notice_sender(config.store, config.server)
+        self.store = store
+        self.sender = notice_sender(config.store, config.server, config.organisation)
+        self._wake = asyncio.Event()
 
-    async def send(self, kind: str, held: HeldMessage, reason: str = "") -> bool:
-        """Best effort: a failed notice is logged and audited, never raised."""
+    async def send(self, kind: str, held: HeldMessage, reason: str = "") -> str:
+        """Queue the notice and try it once: SENT, QUEUED (retried later), FAILED (not
+        even queued: the store was unavailable and the attempt failed), NOT_SENT."""
         if not self.config.store.notify_sender:
-            return False
+            return NOT_SENT
         if not held.mail_from or held.mail_from == "<>":
-            return False  # a bounce: nobody to tell, and no loops
+            return NOT_SENT  # a bounce: nobody to tell, and no loops
         try:
             data = build_notice(kind, held, sender=self.sender, reason=reason,
                                 expiry_hours=self.config.store.hold_expiry_hours,
                                 timezone=self.config.organisation.timezone,
                                 link=held_link(self.config.web, held.id) if kind == HELD_NOTICE else "")
-            # A UTF-8 sender address (SMTPUTF8) is sent with SMTPUTF8; an upstream
-            # that does not offer it refuses here (451 4.6.7), which fails this
-            # notice like any other refusal and leaves the hold as it is.
-            result = await send_message(self.config.upstream, self.sender, [held.mail_from], data,
-                                        mail_options=notice_mail_options(self.sender, held.mail_from))
-        except Exception as exc:  # noqa: BLE001 - best effort: a notice never undoes a hold or reject
-            if not isinstance(exc, ForwardError):
-                exc = ForwardError(f"notice failed: {type(exc).__name__}")
-            log.warning("notice_failed", id=held.id, kind=kind, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a notice never undoes a hold or reject
+            log.error("notice_failed", id=held.id, kind=kind, error=f"build: {type(exc).__name__}")
             await asyncio.to_thread(self._audit_quietly, "notice", id=held.id, kind=kind,
-                                    to=[held.mail_from], error=str(exc)[:300])
-            return False
-        log.info("notice_sent", id=held.id, kind=kind)
-        await asyncio.to_thread(self._audit_quietly, "notice", id=held.id, kind=kind,
-                                to=[held.mail_from], reply=reply_text(result.reply))
-        return True
+                                    to=[held.mail_from], error=f"notice not built: {type(exc).__name__}")
+            return FAILED
+        return await self.queue_and_send(kind, held.id, [held.mail_from], data,
+                                         notice_mail_options(self.sender, held.mail_from))
+
+    async def queue_and_send(self, kind: str, hold_id: str, rcpt_tos: Sequence[str], data: bytes,
+                             mail_options: Sequence[str] = ()) -> str:
+        """Queue a built notice (claimed by us), then try it once."""
+        now = _now()
+        notice = QueuedNotice(id="", kind=kind, hold_id=hold_id, mail_from=self.sender, rcpt_tos=tuple(rcpt_tos),
+                              mail_options=tuple(mail_options), data=data, created=_iso(now), attempts=0,
+                              next_attempt=_iso(now), expires=_iso(now + timedelta(hours=NOTICE_EXPIRY_HOURS)),
+                              last_error="", last_attempt=None)
+        if self.store is not None:
+            try:
+                nid = await asyncio.to_thread(
+                    self.store.queue_notice, kind, hold_id, self.sender, list(rcpt_tos), data,
+                    expires=notice.expires, next_attempt=_iso(now + timedelta(seconds=CLAIM_SECONDS)),
+                    mail_options=list(mail_options))
+                notice = QueuedNotice(**{**notice.__dict__, "id": nid})
+            except Exception as exc:  # noqa: BLE001 - no queue: still try once
+                log.error("notice_queue_failed", id=hold_id, kind=kind, error=str(exc)[:300])
+        return await self._attempt(notice)
+
+    async def _attempt(self, n: QueuedNotice) -> str:
+        attempt = n.attempts + 1
+        to = list(n.rcpt_tos)
+        pool = UpstreamPool(self.config.upstream, local_hostname=ehlo_name(self.config.server))
+        try:
+            # A UTF-8 sender address (SMTPUTF8) is sent with SMTPUTF8; an upstream
+            # that does not offer it refuses here (451 4.6.7), like any refusal.
+            result = await send_message(self.config.upstream, n.mail_from, to, n.data,
+                                        mail_options=n.mail_options, pool=pool)
+        except Exception as exc:  # noqa: BLE001 - a notice never undoes a hold or reject
+            if isinstance(exc, UpstreamRefused):
+                error = f"upstream refused: {reply_text(exc)}"
+            elif isinstance(exc, ForwardError):
+                error = str(exc)
+            else:
+                error = f"notice failed: {type(exc).__name__}"
+            return await self._failed(n, attempt, error[:300])
+        finally:
+            await pool.close()
+        if n.id and self.store is not None:
+            try:
+                await asyncio.to_thread(self.store.notice_sent, n.id)
+            except Exception as exc:  # noqa: BLE001 - delivered; a retry later is a duplicate at worst
+                log.error("notice_queue_failed", id=n.hold_id, kind=n.kind, error=str(exc)[:300])
+        log.info("notice_sent", id=n.hold_id, kind=n.kind, attempt=attempt)
+        await asyncio.to_thread(self._audit_quietly, "notice", id=n.hold_id, kind=n.kind, to=to,
+                                attempt=attempt, reply=reply_text(result.reply))
+        return SENT
+
+    async def _failed(self, n: QueuedNotice, attempt: int, error: str) -> str:
+        queued = False
+        next_at = ""
+        if n.id and self.store is not None:
+            due = min(_now() + timedelta(seconds=retry_delay(attempt)), datetime.fromisoformat(n.expires))
+            next_at = _iso(due)
+            try:
+                await asyncio.to_thread(self.store.notice_failed, n.id, next_at, error)
+                queued = True
+            except Exception as exc:  # noqa: BLE001 - the claim runs out: retried all the same
+                log.error("notice_queue_failed", id=n.hold_id, kind=n.kind, error=str(exc)[:300])
+                queued = True
+        log.warning("notice_failed", id=n.hold_id, kind=n.kind, attempt=attempt, error=error,
+                    next_attempt=next_at or None)
+        await asyncio.to_thread(self._audit_quietly, "notice", id=n.hold_id, kind=n.kind, to=list(n.rcpt_tos),
+                                attempt=attempt, error=error, queued=queued, next_attempt=next_at or None)
+        return QUEUED if queued else FAILED
+
+    async def send_due(self, limit: int = 50) -> int:
+        """One round over the queue: give up the expired, try the due. Returns how many were handled."""
+        if self.store is None:
+            return 0
+        now = _now()
+        due = await asyncio.to_thread(self.store.due_notices, _iso(now), limit,
+                                      claim_until=_iso(now + timedelta(seconds=CLAIM_SECONDS)))
+        for n in due:
+            if n.expires <= _iso(_now()):
+                await asyncio.to_thread(self.store.notice_expired, n.id)
+                log.warning("notice_expired", id=n.hold_id, kind=n.kind, attempts=n.attempts)
+                await asyncio.to_thread(self._audit_quietly, "notice_expired", id=n.hold_id, kind=n.kind,
+                                        to=list(n.rcpt_tos), attempts=n.attempts, error=n.last_error[:300])
+                continue
+            await self._attempt(n)
+        return len(due)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, interval: float | None = None) -> None:
+        """The sender loop: a round whenever woken, at least every ``interval`` seconds
+        (default: the first retry delay, at most MAX_POLL)."""
+        interval = interval or min(MAX_POLL, retry_schedule()[0])
+        while True:
+            try:
+                while await self.send_due() > 0:
+                    pass  # a full batch: there may be more
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a bad round (store down)
+                log.error("notice_round_failed", error=str(exc)[:300])
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            except asyncio.TimeoutError:
+                pass
 
     def _audit_quietly(self, event: str, **fields: Any) -> None:
+        fields = {k: v for k, v in fields.items() if v is not None}
         try:
             self.audit.append(event, operator=SYSTEM_OPERATOR, **fields)
         except AuditError as exc:

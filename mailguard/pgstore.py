@@ -10,7 +10,8 @@
 Chosen by ``[store] url = "postgresql://..."``; the libpq URI takes the password
 from itself, PGPASSFILE or PGPASSWORD. Tables: ``held`` (the masked row, as in
 meta.sqlite), ``held_message`` (envelope + exact bytes as bytea), ``audit`` and
-``audit_head`` (the chain), ``secret`` (the fingerprint key).
+``audit_head`` (the chain), ``secret`` (the fingerprint key), ``notice_queue``
+(sender notices waiting for the upstream: noticestore.py, schema version 3).
 
 Durability: ``add`` writes the row and the bytes in one transaction and returns
 only after COMMIT, so the relay's 250 follows the commit; every session runs
@@ -58,6 +59,7 @@ import psycopg_pool
 from psycopg.rows import dict_row
 
 from mailguard.errors import NotFound, StoreError
+from mailguard.noticestore import NoticeQueue
 from mailguard.records import Envelope, HeldMessage
 from mailguard.store import (FINAL_STATES, HELD, HOLD_AUDITED, HOLD_DONE, HOLD_STORED, Recovery, check_id,
                              new_id, now_iso)
@@ -168,8 +170,10 @@ def _row_to_held(row: dict[str, Any]) -> HeldMessage:
     return HeldMessage(**d)
 
 
-class PgStore:
+class PgStore(NoticeQueue):
     """One database shared by every node. Thread-safe (a connection pool)."""
+
+    _PARAM = "%s"  # noticestore.NoticeQueue's SQL placeholder
 
     def __init__(self, url: str, *, pool_max: int = POOL_MAX, pool_timeout: float = POOL_TIMEOUT) -> None:
         self.url = url

@@ -4,7 +4,8 @@ Layout under ``store.path`` (directories 0700, files 0600, umask 077)::
 
     messages/<id>.msg   "MAILGUARD-HOLD 1\\n" + envelope JSON + "\\n" + the exact bytes
     tmp/                files being written (name, O_EXCL, flock, fsync, rename)
-    meta.sqlite         one row per held message (WAL, synchronous=FULL)
+    meta.sqlite         one row per held message (WAL, synchronous=FULL), and the
+                        queue of sender notices (noticestore.py)
     audit.jsonl         the audit log (mailguard.audit)
 
 Durability follows Postfix's mail_stream: write to a temporary name opened with
@@ -58,6 +59,8 @@ from mailguard.durable import chmod_own, dir_mode, file_mode
 from mailguard.durable import fsync_dir as _fsync_dir
 from mailguard.durable import probe_dir, write_locked
 from mailguard.errors import NotFound, StoreError
+from mailguard.noticestore import SQLITE_SCHEMA as _NOTICE_SCHEMA
+from mailguard.noticestore import NoticeQueue
 # The held-message records and their states; re-exported for older callers.
 from mailguard.records import (  # noqa: F401
     EXPIRED, FINAL_STATES, HELD, HOLD_AUDITED, HOLD_DONE, HOLD_STORED, REJECTED, RELEASED, STATES, Envelope,
@@ -145,7 +148,7 @@ def _row_to_held(row: sqlite3.Row) -> HeldMessage:
     return HeldMessage(**d)
 
 
-class Store:
+class Store(NoticeQueue):
     """One store directory. Thread-safe: the relay calls it from worker threads."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -177,7 +180,7 @@ class Store:
                     for name, decl in _ADDED_COLUMNS:
                         if name not in have:
                             self._db.execute(f"ALTER TABLE held ADD COLUMN {name} {decl}")
-                for stmt in _SCHEMA.split(";"):
+                for stmt in (_SCHEMA + _NOTICE_SCHEMA).split(";"):
                     if stmt.strip():
                         self._db.execute(stmt)
         except (OSError, sqlite3.Error) as exc:

@@ -245,17 +245,21 @@ def run_reject(args: argparse.Namespace, config: Config) -> int:
     from mailguard.hold import reject_message
 
     store = _open(config)
-    done, notified = asyncio.run(reject_message(config, store, store.audit, args.id, _operator(), args.reason))
-    if notified:
+    from mailguard.notifier import QUEUED, SENT
+
+    done, notice = asyncio.run(reject_message(config, store, store.audit, args.id, _operator(), args.reason))
+    if notice == SENT:
         print(f"{args.id}: rejected; the sender was notified")
+    elif notice == QUEUED:
+        # The rejection stands; the notice waits in the store's queue and the
+        # running relay sends it once the upstream takes it (issue 13.5).
+        print(f"{args.id}: rejected; the notice to the sender could not be sent yet: it is queued "
+              "and `mailguard serve` retries it (see `mailguard status`)")
     elif not config.store.notify_sender or not done.mail_from or done.mail_from == "<>":
         print(f"{args.id}: rejected (no notice: notices are off or the sender is empty)")
     else:
-        # The rejection stands (it is in the store and the audit log); only the
-        # courtesy notice failed, so the admin must tell the sender another way.
-        print(f"{args.id}: rejected, but the notice to the sender could not be sent "
-              "(see the log and `mailguard audit export`); please tell the sender yourself",
-              file=sys.stderr)
+        print(f"{args.id}: rejected, but the notice to the sender could neither be sent nor queued "
+              "(see the log and `mailguard audit export`)", file=sys.stderr)
     return EXIT_OK
 
 

@@ -10,6 +10,8 @@ Checks, each reported on one line:
     ocr       the OCR engine (Tesseract with jpn data) the scan workers read images
               with; missing, every image is unscannable (fail closed): a failure
     held      held messages and the age of the oldest (information, never a failure)
+    notices   sender notices waiting in the store's queue for the upstream: count,
+              the oldest, the last error (information; `serve` retries them)
     reload    the running serve's last start or SIGHUP reload: result and time
               (a refused reload fails: the files on disk are not what runs, and
               a restart would not start); then the policy in force (files,
@@ -17,7 +19,9 @@ Checks, each reported on one line:
 
 Exit 0 when every check passed, 1 naming what failed, 2 for a bad configuration.
 ``--json`` prints one JSON object: ``ok``, ``checks`` (name -> ok, detail),
-``held``, ``oldest_held_age_seconds``, ``reload`` (``result``, ``time``, ``error``,
+``held``, ``oldest_held_age_seconds``, ``notices`` (``queued``, ``oldest``,
+``oldest_age_seconds``, ``next_attempt``, ``last_error``, ``last_error_at``; null
+when the store cannot be read), ``reload`` (``result``, ``time``, ``error``,
 ``pid``) and ``policy`` (``dir``, ``files``, ``rules``, ``summary``, ``sha256``), null
 when no serve has recorded them yet.
 
@@ -172,6 +176,33 @@ def held_queue(config: Config) -> tuple[int | None, float | None, str]:
     return count, (max(0.0, time.time() - oldest) if oldest is not None else None), ""
 
 
+def notice_queue(config: Config) -> dict[str, Any] | None:
+    """The notice queue's figures (noticestore.NoticeQueueStats), None if unreadable."""
+    if not store_exists(config):
+        return {"queued": 0, "oldest": None, "oldest_age_seconds": None, "next_attempt": None,
+                "last_error": "", "last_error_at": None}
+    from datetime import datetime
+
+    from mailguard.localtime import iso_time
+
+    try:
+        store = open_store(config)
+        try:
+            stats = store.notice_queue_stats()
+        finally:
+            store.close()
+    except Exception:  # noqa: BLE001 - status reports, it does not crash (held says why)
+        return None
+    age = None
+    if stats.oldest:
+        age = round(max(0.0, time.time() - datetime.fromisoformat(stats.oldest).timestamp()), 1)
+    return {"queued": stats.count, "oldest": iso_time(stats.oldest) if stats.oldest else None,
+            "oldest_age_seconds": age,
+            "next_attempt": iso_time(stats.next_attempt) if stats.next_attempt else None,
+            "last_error": stats.last_error, "last_error_at": iso_time(stats.last_error_at)
+            if stats.last_error_at else None}
+
+
 def check_reload(config: Config) -> tuple[Check | None, dict[str, Any] | None]:
     """The last start/reload that serve recorded, as a check, and the whole state."""
     from mailguard.localtime import show_time
@@ -190,6 +221,21 @@ def check_reload(config: Config) -> tuple[Check | None, dict[str, Any] | None]:
         return Check("reload", False, f"refused at {when}; still running the previous policy: "
                                       f"{last.get('error', '')}"), state
     return Check("reload", True, f"{result} at {when} (pid {state.get('pid')})"), state
+
+
+def _notice_line(n: dict[str, Any], config: Config) -> str:
+    from mailguard.localtime import show_time
+
+    if not n["queued"]:
+        return "0 queued"
+    line = f"{n['queued']} queued for the sender(s)"
+    if n["oldest_age_seconds"] is not None:
+        line += f", oldest {human_age(n['oldest_age_seconds'])} (since {show_time(n['oldest'], config.organisation.timezone)})"
+    if n["next_attempt"]:
+        line += f"; next attempt {show_time(n['next_attempt'], config.organisation.timezone)}"
+    if n["last_error"]:
+        line += f"; last error: {n['last_error'][:200]}"
+    return line
 
 
 def human_age(seconds: float) -> str:
@@ -211,6 +257,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     if reload is not None:
         checks.append(reload)
     count, age, err = held_queue(config)
+    notices = notice_queue(config)
     if err:
         checks.append(Check("held", False, f"cannot read the hold store: {err}"))
     ok = all(c.ok for c in checks)
@@ -220,6 +267,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
             "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks},
             "held": count,
             "oldest_held_age_seconds": None if age is None else round(age, 1),
+            "notices": notices,
             "reload": None if state is None else {**(state.get("last_reload") or {}), "pid": state.get("pid")},
             "policy": None if state is None else state.get("policy"),
         }, ensure_ascii=False))
@@ -232,6 +280,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
             since = show_time(time.time() - age, config.organisation.timezone) if age is not None else ""
             oldest = f", oldest {human_age(age)} (since {since})" if age is not None else ""
             print(f"{'held':<9} {count} message(s){oldest}")
+        if notices is not None:
+            print(f"{'notices':<9} {_notice_line(notices, config)}")
         policy = (state or {}).get("policy")
         if policy:
             print(f"{'policy':<9} in force: {policy.get('dir')}: {', '.join(policy.get('files') or [])}; "

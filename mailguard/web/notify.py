@@ -93,7 +93,7 @@ async def notify_approvers(config: Config, audit: Any, held: HeldMessage) -> int
         return 0
     if not to:
         return 0
-    sender = notice_sender(config.store, config.server)
+    sender = notice_sender(config.store, config.server, config.organisation)
     try:
         data = build_approver_notice(held, sender=sender, to=to, link=held_link(config.web, held.id),
                                      timezone=config.organisation.timezone)

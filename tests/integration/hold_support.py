@@ -60,6 +60,7 @@ class _Handler:
             return self.sink.refuse_data
         with self.sink.lock:
             self.sink.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+            self.sink.helos.append((session.host_name, envelope.mail_from))  # the client's EHLO name
         return "250 2.0.0 Ok: queued as SINK"
 
 
@@ -69,6 +70,7 @@ class Sink:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.messages: list[tuple[str, list[str], bytes]] = []
+        self.helos: list[tuple[str, str]] = []  # (EHLO name, MAIL FROM) per message taken
         self.lock = threading.Lock()
         self.refuse_data = ""
         self.delay_data = 0.0

@@ -162,14 +162,17 @@ def test_reject_notifies_the_sender_and_never_delivers(env):
     assert sink.to(EXTERNAL) == []
 
 
-def test_reject_with_the_upstream_down_says_the_sender_was_not_notified(env):
+def test_reject_with_the_upstream_down_queues_the_notice(env):
+    """Issue 13.5: the notice is queued, not lost; the running relay sends it later
+    (tests/integration/test_notice_queue.py waits for it)."""
     cfg, srv, sink = env
     hold_id, _ = hold_one(srv)
     sink.stop()
     r = cli(cfg, "held", "reject", hold_id, "--reason", "wrong list")
     assert r.returncode == EXIT_OK, r.stderr  # the rejection itself stands
     assert held_list(cfg, "rejected")[0]["id"] == hold_id
-    assert b"notified" not in r.stdout and b"could not be sent" in r.stderr
+    assert b"notified" not in r.stdout and b"queued" in r.stdout
+    assert b"yourself" not in r.stdout + r.stderr
 
 
 def test_expiry_notifies_the_sender_and_never_releases(tmp_path, sink):

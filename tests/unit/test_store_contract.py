@@ -325,3 +325,74 @@ def test_a_resend_finds_the_held_copy(store: HoldStore, other: HoldStore) -> Non
     assert other.find_held_copy("a@city.example.lg.jp", rcpts, "ab" * 32, "<other@x>", since) is None
     later = _iso(timedelta(seconds=1))  # outside the hold lifetime
     assert other.find_held_copy("a@city.example.lg.jp", rcpts, "ab" * 32, "<resend@x>", later) is None
+
+
+# -- the durable queue of sender notices (issue 13.5) ---------------------------------
+
+NOTICE = b"From: postmaster@city.example.lg.jp\r\nSubject: notice\r\n\r\nmasked ********9018\r\n"
+
+
+def _queue(store: HoldStore, hold_id: str = "", kind: str = "held", **kw: Any) -> str:
+    args: dict[str, Any] = dict(expires=_iso(timedelta(days=5)), mail_options=["SMTPUTF8"])
+    args.update(kw)
+    return store.queue_notice(kind, hold_id, "postmaster@city.example.lg.jp", ["a@city.example.lg.jp"],
+                              NOTICE, **args)
+
+
+def test_a_queued_notice_is_durable_and_due(store: HoldStore, other: HoldStore) -> None:
+    held = add(store)
+    nid = _queue(store, held.id)
+    due = other.due_notices(_iso(timedelta(seconds=1)), 10)
+    assert [n.id for n in due] == [nid]
+    n = due[0]
+    assert (n.kind, n.hold_id, n.mail_from, n.rcpt_tos, n.mail_options, n.data, n.attempts, n.last_error) == (
+        "held", held.id, "postmaster@city.example.lg.jp", ("a@city.example.lg.jp",), ("SMTPUTF8",), NOTICE, 0, "")
+    stats = other.notice_queue_stats()
+    assert stats.count == 1 and stats.oldest == n.created and stats.last_error == ""
+    other.notice_sent(nid)
+    assert store.due_notices(_iso(timedelta(days=10)), 10) == []
+    assert store.notice_queue_stats().count == 0
+
+
+def test_a_notice_is_queued_once_per_hold_and_kind(store: HoldStore, other: HoldStore) -> None:
+    held = add(store)
+    first = _queue(store, held.id)
+    assert _queue(other, held.id) == first  # recovery queueing it again
+    rejected = _queue(other, held.id, kind="rejected")
+    assert rejected != first
+    blocks = {_queue(store, ""), _queue(store, "", kind="blocked"), _queue(other, "", kind="blocked")}
+    assert len(blocks) == 3  # blocks have no hold id: each is its own notice
+    assert store.notice_queue_stats().count == 5
+
+
+def test_a_failed_notice_waits_for_its_next_attempt(store: HoldStore, other: HoldStore) -> None:
+    nid = _queue(store, add(store).id)
+    later = _iso(timedelta(minutes=2))
+    other.notice_failed(nid, later, "upstream unavailable: connection refused")
+    assert store.due_notices(_iso(timedelta(minutes=1)), 10) == []
+    (n,) = store.due_notices(_iso(timedelta(minutes=3)), 10)
+    assert n.attempts == 1 and n.next_attempt == later and n.last_error.startswith("upstream unavailable")
+    assert n.last_attempt
+    stats = other.notice_queue_stats()
+    assert stats.count == 1 and stats.last_error.startswith("upstream unavailable") and stats.last_error_at
+    other.notice_failed(nid, later, "451 try later")
+    assert store.notice_queue_stats().last_error == "451 try later"
+    store.notice_expired(nid)
+    assert other.notice_queue_stats().count == 0
+
+
+def test_a_claimed_notice_goes_to_one_sender(store: HoldStore, other: HoldStore) -> None:
+    nids = {_queue(store, add(store).id) for _ in range(3)}
+    now, claim = _iso(timedelta(seconds=1)), _iso(timedelta(minutes=10))
+    mine = store.due_notices(now, 2, claim_until=claim)
+    rest = other.due_notices(now, 10, claim_until=claim)
+    assert len(mine) == 2 and len(rest) == 1
+    assert {n.id for n in mine} | {n.id for n in rest} == nids
+    assert store.due_notices(now, 10, claim_until=claim) == []  # all claimed
+    (again,) = [n for n in other.due_notices(_iso(timedelta(minutes=11)), 10) if n.id == rest[0].id]
+    assert again.attempts == 0  # a claim that ran out: retried (at-least-once)
+
+
+def test_the_queue_is_empty_in_a_new_store(store: HoldStore) -> None:
+    stats = store.notice_queue_stats()
+    assert (stats.count, stats.oldest, stats.last_error, stats.last_error_at) == (0, None, "", None)
