@@ -18,9 +18,12 @@ are read from the header and checked against max_pixels BEFORE any pixel is
 decoded (a 50,000 x 50,000 PNG costs a header read); each frame of a TIFF,
 GIF or WebP is its own page; EXIF orientation is applied; ocr_prepare
 grays, scales (down to ~6 MP, up for small images), measures skew on a
-binarised copy and deskews up to 15 degrees; Tesseract OSD picks the quarter
-turn, or, when it is unsure (a card has little text), each quarter turn is
-read (jpn, --psm 3) and the reading with the most confident digits kept.
+binarised copy and deskews up to 15 degrees; the image is read upright first
+(jpn, --psm 3) and that reading stands when it is clear or when it found
+nothing shaped like text (a photo, a chart: one Tesseract run); otherwise
+Tesseract OSD picks the quarter turn, or, when it is unsure (a card has little
+text), each quarter turn is read and the reading with the most confident
+digits kept.
 Lines with digits are read a second time with the eng model (jpn misread one
 digit in about a quarter of the numbers on blurred photos; bench/ocr.py) and
 that reading follows the line, so keywords stay next to the number.
@@ -62,6 +65,8 @@ LANG = "jpn"  # layout, kanji and kana (keywords)
 DIGIT_LANG = "eng"  # re-reads lines with digits: jpn misreads one digit in ~4 numbers, eng far fewer
 MIN_STRIP = 8  # px: thinner than this is a spacer or a rule, never text
 WEAK_CONFIDENCE = 60.0  # mean word confidence below which other rotations are tried
+CLEAR_CONFIDENCE = 80.0  # ... but a short text (a logo's name) read this confidently stands
+TEXT_LIKE_WORDS = 6  # fewer words at 0 degrees: no text to turn (a photo, a flat chart)
 OSD_CONFIDENCE = 2.0  # Tesseract OSD orientation confidence we trust
 
 # Tesseract uses OpenMP threads per process; scan workers are processes already,
@@ -300,23 +305,47 @@ def _reread_digits(img: Image.Image, words, deadline: float) -> dict[int, str]:
     return {i: " ".join(t) for i, t in texts.items() if sum(c.isdigit() for x in t for c in x) >= 4}
 
 
+def _clear(score: float, conf: float) -> bool:
+    """A reading good enough to stop the rotation search: confident digits
+    and words, or a short text read very confidently (a logo's name).
+    Upside-down or sideways text reads as low-confidence kanji soup."""
+    return (conf >= WEAK_CONFIDENCE and score >= 12) or (conf >= CLEAR_CONFIDENCE and score >= 6)
+
+
+def _text_like(words) -> bool:
+    """Did the first pass find something shaped like text? Sideways or upside
+    down text still gives dozens of (garbled) words at 0 degrees; a photo, a
+    flat chart or a texture gives none or a few stray marks, and then the
+    other quarter turns find nothing either (bench/ocr.py)."""
+    return sum(1 for w in words if w[7] >= 0) >= TEXT_LIKE_WORDS
+
+
 def _recognise(img: Image.Image, deadline: float) -> tuple[str, int, float]:
-    """Best reading over orientations -> (text, rotation, mean confidence)."""
-    rot = _orientation(img, deadline)
-    best: tuple | None = None
-    # OSD's pick first; the other turns only if its reading is weak (OSD is
-    # sometimes confidently wrong on skewed, blurred forms).
-    order = [0, 90, 270, 180] if rot is None else [rot] + [r for r in (0, 180, 90, 270) if r != rot]
-    for r in order:
-        if best is not None and deadline - time.monotonic() < 1.0:
-            break  # keep what we have rather than fail the page
-        turned = img.rotate(-r, expand=True) if r else img
-        words = _tesseract(turned, 3, deadline - time.monotonic())
-        score, conf = _score(words)
-        if best is None or score > best[0]:
-            best = (score, conf, r, words, turned)
-        if conf >= WEAK_CONFIDENCE and score >= 12:
-            break  # a clear reading; upside-down text never scores this well
+    """Best reading over orientations -> (text, rotation, mean confidence).
+
+    Most images in mail are upright, and most without text (logos, charts,
+    photos) are upright too: one reading at 0 degrees decides for them. Only a
+    weak reading that still looks like text asks OSD for the quarter turn and,
+    if need be, tries the other turns (each is another Tesseract run: six runs
+    cost a 12 MP photo without text ~9 s, a sixth of the message budget)."""
+    words = _tesseract(img, 3, deadline - time.monotonic())
+    score, conf = _score(words)
+    best = (score, conf, 0, words, img)
+    if not _clear(score, conf) and _text_like(words):
+        rot = _orientation(img, deadline)
+        # OSD's pick first; the other turns only if its reading is weak (OSD is
+        # sometimes confidently wrong on skewed, blurred forms).
+        order = [r for r in ([rot] if rot else []) + [90, 270, 180] if r]
+        for r in dict.fromkeys(order):
+            if deadline - time.monotonic() < 1.0:
+                break  # keep what we have rather than fail the page
+            turned = img.rotate(-r, expand=True)
+            words = _tesseract(turned, 3, deadline - time.monotonic())
+            score, conf = _score(words)
+            if score > best[0]:
+                best = (score, conf, r, words, turned)
+            if _clear(score, conf):
+                break
     score, conf, r, words, turned = best
     return words_to_text(words, _reread_digits(turned, words, deadline)), r, conf
 
