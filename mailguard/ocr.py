@@ -63,6 +63,9 @@ READ, SKIPPED, UNSCANNABLE = "read", "skipped", "unscannable"
 
 LANG = "jpn"  # layout, kanji and kana (keywords)
 DIGIT_LANG = "eng"  # re-reads lines with digits: jpn misreads one digit in ~4 numbers, eng far fewer
+DIGIT_SCALE = 2.0  # the digits-only reading enlarges the number first ...
+DIGIT_CHARS = "0123456789-"  # ... and reads nothing but these
+LONG_DIGITS = 10  # digits in a run that earns that third reading
 MIN_STRIP = 8  # px: thinner than this is a spacer or a rule, never text
 WEAK_CONFIDENCE = 60.0  # mean word confidence below which other rotations are tried
 CLEAR_CONFIDENCE = 80.0  # ... but a short text (a logo's name) read this confidently stands
@@ -270,21 +273,28 @@ def _orientation(img: Image.Image, deadline: float) -> int | None:
     return rotate % 360 if conf >= OSD_CONFIDENCE else None
 
 
-def _reread_digits(img: Image.Image, words, deadline: float) -> dict[int, str]:
-    """Second reading, with the eng model, of each line holding 4+ digits: the
-    lines are cropped and stacked into one strip, read in one Tesseract call
-    (a screenshot has dozens of such lines; a call each cost 10 s)."""
-    crops, where = [], []
-    for i, line in enumerate(_lines(words)):
-        if sum(c.isdigit() for *_, t in line for c in t) < 4:
-            continue
-        left, top = min(w[3] for w in line), min(w[4] for w in line)
-        right, bottom = max(w[3] + w[5] for w in line), max(w[4] + w[6] for w in line)
-        pad = max(4, (bottom - top) // 3)
-        crops.append(img.crop((max(0, left - pad), max(0, top - pad), right + pad, bottom + pad)))
-        where.append(i)
-    if not crops:
-        return {}
+def _digits(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKC", text) if "0" <= c <= "9")
+
+
+def _crop(img: Image.Image, words, scale: float = 1.0) -> Image.Image:
+    left, top = min(w[3] for w in words), min(w[4] for w in words)
+    right, bottom = max(w[3] + w[5] for w in words), max(w[4] + w[6] for w in words)
+    pad = max(4, (bottom - top) // 3)
+    crop = img.crop((max(0, left - pad), max(0, top - pad), right + pad, bottom + pad))
+    if crop.height > 1.5 * crop.width:
+        # Tesseract read this line as vertical Japanese, whose Latin and digits
+        # lie turned 90 degrees clockwise: stand them up for the eng model.
+        crop = crop.rotate(90, expand=True)
+    if scale != 1.0:
+        crop = crop.resize((round(crop.width * scale), round(crop.height * scale)), Image.BICUBIC)
+    return crop
+
+
+def _read_crops(crops: list[Image.Image], where: list[int], deadline: float, config: str = "") -> dict[int, str]:
+    """Read crops stacked into one strip in one Tesseract call (eng, --psm 6)
+    -> text per line index `where[k]` (a screenshot has dozens of digit
+    lines; a call each cost 10 s). Raises _OcrFailed."""
     gap = 20
     strip = Image.new("L", (max(c.width for c in crops) + 2 * gap,
                             sum(c.height + gap for c in crops) + gap), 255)
@@ -293,16 +303,80 @@ def _reread_digits(img: Image.Image, words, deadline: float) -> dict[int, str]:
         strip.paste(c, (gap, y))
         starts.append(y)
         y += c.height + gap
-    try:
-        got = _tesseract(strip, 6, deadline - time.monotonic(), lang=DIGIT_LANG)
-    except _OcrFailed:
-        return {}  # the first reading stands
+    got = _tesseract(strip, 6, deadline - time.monotonic(), lang=DIGIT_LANG, config=config)
     texts: dict[int, list[str]] = {}
     for w in got:
         mid = w[4] + w[6] // 2
         k = max(j for j, s0 in enumerate(starts) if s0 - gap <= mid) if mid >= starts[0] - gap else 0
         texts.setdefault(where[k], []).append(w[-1])
-    return {i: " ".join(t) for i, t in texts.items() if sum(c.isdigit() for x in t for c in x) >= 4}
+    return {i: " ".join(t) for i, t in texts.items()}
+
+
+def _digit_runs(line) -> list[list[tuple]]:
+    """Runs of consecutive words that hold digits (or are a lone separator),
+    each with LONG_DIGITS digits or more: the number itself, without the
+    label before it (read with a digits-only whitelist, a label's kanji
+    would turn into digits)."""
+    runs: list[list[tuple]] = [[]]
+    for w in line:
+        if any(c.isdigit() for c in w[-1]) or w[-1] in ("-", "‐", "ー", "−", "・"):
+            runs[-1].append(w)
+        elif runs[-1]:
+            runs.append([])
+    return [r for r in runs if len(_digits("".join(w[-1] for w in r))) >= LONG_DIGITS]
+
+
+def _vote(readings: list[str], layout: str) -> str:
+    """Digit by digit majority of three readings of the same length (a tie
+    goes to the first), written in `layout`'s grouping; "" when they do not
+    line up or all agree."""
+    if len(readings) != 3 or len({len(r) for r in readings}) != 1 or len(set(readings)) == 1:
+        return ""
+    voted = iter(b if b == c else a for a, b, c in zip(*readings))  # a tie: jpn, which read it in context
+    return "".join(next(voted) if "0" <= ch <= "9" else ch for ch in layout)
+
+
+def _reread_digits(img: Image.Image, words, deadline: float) -> dict[int, str]:
+    """More readings of the digits, which are what we are after; each follows
+    its line in the text, so keywords stay next to the number:
+    - each line holding 4+ digits, with the eng model (jpn misread one digit
+      in about a quarter of the numbers on blurred photos);
+    - each run of LONG_DIGITS+ digits again, scaled up, with a digits-only
+      whitelist; where the three readings differ in a digit, the majority
+      is written out as a fourth line (jpn and eng each misread a different
+      digit of a number in most of the misses left; bench/ocr.py)."""
+    lines = _lines(words)
+    where = [i for i, line in enumerate(lines) if sum(c.isdigit() for *_, t in line for c in t) >= 4]
+    if not where:
+        return {}
+    try:
+        second = _read_crops([_crop(img, lines[i]) for i in where], where, deadline)
+    except _OcrFailed:
+        return {}  # the first reading stands
+    runs = [(i, run) for i in where for run in _digit_runs(lines[i])]
+    third: dict[int, str] = {}
+    if runs:
+        try:
+            third = _read_crops([_crop(img, run, DIGIT_SCALE) for _, run in runs], [i for i, _ in runs],
+                                deadline, config=f"-c tessedit_char_whitelist={DIGIT_CHARS}")
+        except _OcrFailed:
+            pass  # two readings stand
+    out = {}
+    for i in where:
+        first = " ".join(w[-1] for run in _digit_runs(lines[i]) for w in run)
+        readings = [second.get(i, ""), third.get(i, "")]
+        readings.append(_vote([_digits(first), _digits(readings[0]), _digits(readings[1])], first))
+        # Only readings whose digits differ from what the line already says:
+        # the same number twice would be two findings of one card.
+        seen = {_digits(_join(lines[i]))}
+        keep = []
+        for text in readings:
+            if len(_digits(text)) >= 4 and _digits(text) not in seen:
+                seen.add(_digits(text))
+                keep.append(text)
+        if keep:
+            out[i] = "\n".join(keep)
+    return out
 
 
 def _clear(score: float, conf: float) -> bool:

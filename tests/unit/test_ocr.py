@@ -96,6 +96,17 @@ def test_image_without_text_costs_one_tesseract_run(engine, monkeypatch):
     assert calls == [3]
 
 
+@pytest.mark.parametrize("readings, layout, voted", [
+    (["1234", "1934", "1234"], "12 34", "12 34"),  # the majority (the caller drops repeats)
+    (["1834", "1294", "1234"], "18 34", "12 34"),  # each misread a different digit
+    (["1234", "1934", "1034"], "12 34", "12 34"),  # three-way tie: the first (jpn, in context)
+    (["1234", "12345", "1234"], "12 34", ""),  # not the same length: no vote
+    (["1234", "1234", "1234"], "12 34", ""),  # all agree
+])
+def test_digit_vote(readings, layout, voted):
+    assert ocr._vote(readings, layout) == voted
+
+
 def test_time_budget_exhausted_is_unscannable(engine):
     r = ocr.read_image(encode(card(), "PNG"), "card.png", **{**LIMITS, "time_budget": 0.05})
     assert r.status == ocr.UNSCANNABLE and "time" in r.reason
