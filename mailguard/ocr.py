@@ -25,8 +25,10 @@ Tesseract OSD picks the quarter turn, or, when it is unsure (a card has little
 text), each quarter turn is read and the reading with the most confident
 digits kept.
 Lines with digits are read a second time with the eng model (jpn misread one
-digit in about a quarter of the numbers on blurred photos; bench/ocr.py) and
-that reading follows the line, so keywords stay next to the number.
+digit in about a quarter of the numbers on blurred photos; bench/ocr.py), runs
+of 10+ digits a third time (eng, enlarged, digits only), and where those
+readings disagree their digit-by-digit majority is added; each reading follows
+its line, so keywords stay next to the number.
 
 Engine: pytesseract runs the tesseract binary as a child process. A crash or
 hang in a decoder inside Tesseract/Leptonica kills only that child, and the
