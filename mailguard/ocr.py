@@ -18,12 +18,17 @@ are read from the header and checked against max_pixels BEFORE any pixel is
 decoded (a 50,000 x 50,000 PNG costs a header read); each frame of a TIFF,
 GIF or WebP is its own page; EXIF orientation is applied; ocr_prepare
 grays, scales (down to ~6 MP, up for small images), measures skew on a
-binarised copy and deskews up to 15 degrees; Tesseract OSD picks the quarter
-turn, or, when it is unsure (a card has little text), each quarter turn is
-read (jpn, --psm 3) and the reading with the most confident digits kept.
+binarised copy and deskews up to 15 degrees; the image is read upright first
+(jpn, --psm 3) and that reading stands when it is clear or when it found
+nothing shaped like text (a photo, a chart: one Tesseract run); otherwise
+Tesseract OSD picks the quarter turn, or, when it is unsure (a card has little
+text), each quarter turn is read and the reading with the most confident
+digits kept.
 Lines with digits are read a second time with the eng model (jpn misread one
-digit in about a quarter of the numbers on blurred photos; bench/ocr.py) and
-that reading follows the line, so keywords stay next to the number.
+digit in about a quarter of the numbers on blurred photos; bench/ocr.py), runs
+of 10+ digits a third time (eng, enlarged, digits only), and where those
+readings disagree their digit-by-digit majority is added; each reading follows
+its line, so keywords stay next to the number.
 
 Engine: pytesseract runs the tesseract binary as a child process. A crash or
 hang in a decoder inside Tesseract/Leptonica kills only that child, and the
@@ -60,8 +65,13 @@ READ, SKIPPED, UNSCANNABLE = "read", "skipped", "unscannable"
 
 LANG = "jpn"  # layout, kanji and kana (keywords)
 DIGIT_LANG = "eng"  # re-reads lines with digits: jpn misreads one digit in ~4 numbers, eng far fewer
+DIGIT_SCALE = 2.0  # the digits-only reading enlarges the number first ...
+DIGIT_CHARS = "0123456789-"  # ... and reads nothing but these
+LONG_DIGITS = 10  # digits in a run that earns that third reading
 MIN_STRIP = 8  # px: thinner than this is a spacer or a rule, never text
 WEAK_CONFIDENCE = 60.0  # mean word confidence below which other rotations are tried
+CLEAR_CONFIDENCE = 80.0  # ... but a short text (a logo's name) read this confidently stands
+TEXT_LIKE_WORDS = 6  # fewer words at 0 degrees: no text to turn (a photo, a flat chart)
 OSD_CONFIDENCE = 2.0  # Tesseract OSD orientation confidence we trust
 
 # Tesseract uses OpenMP threads per process; scan workers are processes already,
@@ -265,21 +275,28 @@ def _orientation(img: Image.Image, deadline: float) -> int | None:
     return rotate % 360 if conf >= OSD_CONFIDENCE else None
 
 
-def _reread_digits(img: Image.Image, words, deadline: float) -> dict[int, str]:
-    """Second reading, with the eng model, of each line holding 4+ digits: the
-    lines are cropped and stacked into one strip, read in one Tesseract call
-    (a screenshot has dozens of such lines; a call each cost 10 s)."""
-    crops, where = [], []
-    for i, line in enumerate(_lines(words)):
-        if sum(c.isdigit() for *_, t in line for c in t) < 4:
-            continue
-        left, top = min(w[3] for w in line), min(w[4] for w in line)
-        right, bottom = max(w[3] + w[5] for w in line), max(w[4] + w[6] for w in line)
-        pad = max(4, (bottom - top) // 3)
-        crops.append(img.crop((max(0, left - pad), max(0, top - pad), right + pad, bottom + pad)))
-        where.append(i)
-    if not crops:
-        return {}
+def _digits(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKC", text) if "0" <= c <= "9")
+
+
+def _crop(img: Image.Image, words, scale: float = 1.0) -> Image.Image:
+    left, top = min(w[3] for w in words), min(w[4] for w in words)
+    right, bottom = max(w[3] + w[5] for w in words), max(w[4] + w[6] for w in words)
+    pad = max(4, (bottom - top) // 3)
+    crop = img.crop((max(0, left - pad), max(0, top - pad), right + pad, bottom + pad))
+    if crop.height > 1.5 * crop.width:
+        # Tesseract read this line as vertical Japanese, whose Latin and digits
+        # lie turned 90 degrees clockwise: stand them up for the eng model.
+        crop = crop.rotate(90, expand=True)
+    if scale != 1.0:
+        crop = crop.resize((round(crop.width * scale), round(crop.height * scale)), Image.BICUBIC)
+    return crop
+
+
+def _read_crops(crops: list[Image.Image], where: list[int], deadline: float, config: str = "") -> dict[int, str]:
+    """Read crops stacked into one strip in one Tesseract call (eng, --psm 6)
+    -> text per line index `where[k]` (a screenshot has dozens of digit
+    lines; a call each cost 10 s). Raises _OcrFailed."""
     gap = 20
     strip = Image.new("L", (max(c.width for c in crops) + 2 * gap,
                             sum(c.height + gap for c in crops) + gap), 255)
@@ -288,35 +305,123 @@ def _reread_digits(img: Image.Image, words, deadline: float) -> dict[int, str]:
         strip.paste(c, (gap, y))
         starts.append(y)
         y += c.height + gap
-    try:
-        got = _tesseract(strip, 6, deadline - time.monotonic(), lang=DIGIT_LANG)
-    except _OcrFailed:
-        return {}  # the first reading stands
+    got = _tesseract(strip, 6, deadline - time.monotonic(), lang=DIGIT_LANG, config=config)
     texts: dict[int, list[str]] = {}
     for w in got:
         mid = w[4] + w[6] // 2
         k = max(j for j, s0 in enumerate(starts) if s0 - gap <= mid) if mid >= starts[0] - gap else 0
         texts.setdefault(where[k], []).append(w[-1])
-    return {i: " ".join(t) for i, t in texts.items() if sum(c.isdigit() for x in t for c in x) >= 4}
+    return {i: " ".join(t) for i, t in texts.items()}
+
+
+def _digit_runs(line) -> list[list[tuple]]:
+    """Runs of consecutive words that hold digits (or are a lone separator),
+    each with LONG_DIGITS digits or more: the number itself, without the
+    label before it (read with a digits-only whitelist, a label's kanji
+    would turn into digits)."""
+    runs: list[list[tuple]] = [[]]
+    for w in line:
+        if any(c.isdigit() for c in w[-1]) or w[-1] in ("-", "‐", "ー", "−", "・"):
+            runs[-1].append(w)
+        elif runs[-1]:
+            runs.append([])
+    return [r for r in runs if len(_digits("".join(w[-1] for w in r))) >= LONG_DIGITS]
+
+
+def _vote(readings: list[str], layout: str) -> str:
+    """Digit by digit majority of three readings of the same length (a tie
+    goes to the first), written in `layout`'s grouping; "" when they do not
+    line up or all agree."""
+    if len(readings) != 3 or len({len(r) for r in readings}) != 1 or len(set(readings)) == 1:
+        return ""
+    voted = iter(b if b == c else a for a, b, c in zip(*readings))  # a tie: jpn, which read it in context
+    return "".join(next(voted) if "0" <= ch <= "9" else ch for ch in layout)
+
+
+def _reread_digits(img: Image.Image, words, deadline: float) -> dict[int, str]:
+    """More readings of the digits, which are what we are after; each follows
+    its line in the text, so keywords stay next to the number:
+    - each line holding 4+ digits, with the eng model (jpn misread one digit
+      in about a quarter of the numbers on blurred photos);
+    - each run of LONG_DIGITS+ digits again, scaled up, with a digits-only
+      whitelist; where the three readings differ in a digit, the majority
+      is written out as a fourth line (jpn and eng each misread a different
+      digit of a number in most of the misses left; bench/ocr.py)."""
+    lines = _lines(words)
+    where = [i for i, line in enumerate(lines) if sum(c.isdigit() for *_, t in line for c in t) >= 4]
+    if not where:
+        return {}
+    try:
+        second = _read_crops([_crop(img, lines[i]) for i in where], where, deadline)
+    except _OcrFailed:
+        return {}  # the first reading stands
+    runs = [(i, run) for i in where for run in _digit_runs(lines[i])]
+    third: dict[int, str] = {}
+    if runs:
+        try:
+            third = _read_crops([_crop(img, run, DIGIT_SCALE) for _, run in runs], [i for i, _ in runs],
+                                deadline, config=f"-c tessedit_char_whitelist={DIGIT_CHARS}")
+        except _OcrFailed:
+            pass  # two readings stand
+    out = {}
+    for i in where:
+        first = " ".join(w[-1] for run in _digit_runs(lines[i]) for w in run)
+        readings = [second.get(i, ""), third.get(i, "")]
+        readings.append(_vote([_digits(first), _digits(readings[0]), _digits(readings[1])], first))
+        # Only readings whose digits differ from what the line already says:
+        # the same number twice would be two findings of one card.
+        seen = {_digits(_join(lines[i]))}
+        keep = []
+        for text in readings:
+            if len(_digits(text)) >= 4 and _digits(text) not in seen:
+                seen.add(_digits(text))
+                keep.append(text)
+        if keep:
+            out[i] = "\n".join(keep)
+    return out
+
+
+def _clear(score: float, conf: float) -> bool:
+    """A reading good enough to stop the rotation search: confident digits
+    and words, or a short text read very confidently (a logo's name).
+    Upside-down or sideways text reads as low-confidence kanji soup."""
+    return (conf >= WEAK_CONFIDENCE and score >= 12) or (conf >= CLEAR_CONFIDENCE and score >= 6)
+
+
+def _text_like(words) -> bool:
+    """Did the first pass find something shaped like text? Sideways or upside
+    down text still gives dozens of (garbled) words at 0 degrees; a photo, a
+    flat chart or a texture gives none or a few stray marks, and then the
+    other quarter turns find nothing either (bench/ocr.py)."""
+    return sum(1 for w in words if w[7] >= 0) >= TEXT_LIKE_WORDS
 
 
 def _recognise(img: Image.Image, deadline: float) -> tuple[str, int, float]:
-    """Best reading over orientations -> (text, rotation, mean confidence)."""
-    rot = _orientation(img, deadline)
-    best: tuple | None = None
-    # OSD's pick first; the other turns only if its reading is weak (OSD is
-    # sometimes confidently wrong on skewed, blurred forms).
-    order = [0, 90, 270, 180] if rot is None else [rot] + [r for r in (0, 180, 90, 270) if r != rot]
-    for r in order:
-        if best is not None and deadline - time.monotonic() < 1.0:
-            break  # keep what we have rather than fail the page
-        turned = img.rotate(-r, expand=True) if r else img
-        words = _tesseract(turned, 3, deadline - time.monotonic())
-        score, conf = _score(words)
-        if best is None or score > best[0]:
-            best = (score, conf, r, words, turned)
-        if conf >= WEAK_CONFIDENCE and score >= 12:
-            break  # a clear reading; upside-down text never scores this well
+    """Best reading over orientations -> (text, rotation, mean confidence).
+
+    Most images in mail are upright, and most without text (logos, charts,
+    photos) are upright too: one reading at 0 degrees decides for them. Only a
+    weak reading that still looks like text asks OSD for the quarter turn and,
+    if need be, tries the other turns (each is another Tesseract run: six runs
+    cost a 12 MP photo without text ~9 s, a sixth of the message budget)."""
+    words = _tesseract(img, 3, deadline - time.monotonic())
+    score, conf = _score(words)
+    best = (score, conf, 0, words, img)
+    if not _clear(score, conf) and _text_like(words):
+        rot = _orientation(img, deadline)
+        # OSD's pick first; the other turns only if its reading is weak (OSD is
+        # sometimes confidently wrong on skewed, blurred forms).
+        order = [r for r in ([rot] if rot else []) + [90, 270, 180] if r]
+        for r in dict.fromkeys(order):
+            if deadline - time.monotonic() < 1.0:
+                break  # keep what we have rather than fail the page
+            turned = img.rotate(-r, expand=True)
+            words = _tesseract(turned, 3, deadline - time.monotonic())
+            score, conf = _score(words)
+            if score > best[0]:
+                best = (score, conf, r, words, turned)
+            if _clear(score, conf):
+                break
     score, conf, r, words, turned = best
     return words_to_text(words, _reread_digits(turned, words, deadline)), r, conf
 

@@ -6,7 +6,9 @@ the predefined Adobe-Japan1 CMaps, which is what Japanese PDFs use. A PDF
 that the empty password does not open is unscannable. Each page is judged on
 its own (issue 12): a page whose text layer has fewer than PAGE_TEXT_MIN
 characters (a scan, a scanned page 2 behind a typed cover page) has its
-images read by OCR (extract.images), located `<pdf> p.2 (OCR)`; pypdf cannot
+images read by OCR (extract.images), located `<pdf> p.2 (OCR)`; a page with
+a text layer has its large images read too (a card photo pasted into a typed
+letter), its small ones recorded as skipped; pypdf cannot
 render a page, so the page's embedded images are what is read. A PDF with no
 text layer and no images at all (text drawn as outlines) is unscannable.
 
@@ -31,9 +33,18 @@ logging.getLogger("pypdf").setLevel(logging.CRITICAL)
 
 # A page with fewer non-space characters in its text layer than this, and with
 # images, is a scan (perhaps with a printed header line or a stamp): its images
-# are read by OCR. A page with more text keeps its text layer and its images
-# are recorded as skipped (a logo, a chart beside the typed text).
+# are read by OCR. A page with more text keeps its text layer, and only its
+# large images are read too (a card photo pasted into a typed letter); small
+# ones (a letterhead logo, a stamp) are recorded as skipped.
 PAGE_TEXT_MIN = 100
+# "Large" on a page with a text layer: both sides at least this many pixels, or
+# at least TEXT_PAGE_IMAGE_AREA pixels (a wide strip such as a screenshot of
+# one table row). A phone photo or scan of a card is far above both; a logo,
+# a seal or an icon is below. Not a limits key: it only sorts images that are
+# read from those that are recorded as skipped, and ocr_min_side already is
+# the admin's knob for "too small to hold a number".
+TEXT_PAGE_IMAGE_SIDE = 300
+TEXT_PAGE_IMAGE_AREA = 150_000
 MAX_PAGE_IMAGES = 20  # images per page handed to OCR; more: unscannable
 _RASTER = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"GIF8", b"BM")
 
@@ -79,24 +90,33 @@ def _image_bytes(page, image_id) -> bytes:
     return out.getvalue()
 
 
-def _queue_page_images(ctx: Context, page, name: str, page_loc: str) -> bool:
-    """Queue the images of a page without a usable text layer for OCR; False if it has none."""
+def _large(w: int, h: int) -> bool:
+    return (w >= TEXT_PAGE_IMAGE_SIDE and h >= TEXT_PAGE_IMAGE_SIDE) or w * h >= TEXT_PAGE_IMAGE_AREA
+
+
+def _queue_page_images(ctx: Context, page, name: str, page_loc: str, text_page: bool = False) -> tuple[bool, int]:
+    """Queue the images of a page for OCR -> (any images, how many were left
+    unread as small images beside a text layer). On a page without a usable
+    text layer every image that is not decorative is read; on a text page
+    only large ones (`_large`; an image whose size cannot be told is read)."""
     try:
         ids = list(page.images.keys())
     except Exception as exc:
         ctx.add_unscannable(page_loc, f"images of the PDF page could not be listed ({type(exc).__name__})")
-        return True
+        return True, 0
+    limits = ctx.limits
+    sizes = [_size(page, image_id) for image_id in ids]
+    if text_page:
+        small = sum(1 for w, h in sizes if w and h and not _large(w, h))
+        ids = [i for i, (w, h) in zip(ids, sizes) if not (w and h) or _large(w, h)]
+        sizes = [(w, h) for w, h in sizes if not (w and h) or _large(w, h)]
+    else:
+        small = 0
     if len(ids) > MAX_PAGE_IMAGES:
         ctx.add_unscannable(page_loc, f"PDF page has {len(ids)} images, over the limit of {MAX_PAGE_IMAGES} for OCR")
-        return True
-    limits = ctx.limits
-    for k, image_id in enumerate(ids):
+        return True, small
+    for k, (image_id, (w, h)) in enumerate(zip(ids, sizes)):
         where = name if len(ids) == 1 else f"{name} image{k + 1}"
-        try:
-            xobj = _xobject(page, image_id)
-            w, h = (int(xobj.get("/Width", 0)), int(xobj.get("/Height", 0))) if xobj is not None else (0, 0)
-        except Exception:  # odd dictionaries: let the decoder decide
-            w = h = 0
         if w * h > limits.ocr_max_pixels:
             ctx.add_unscannable(where, f"image (PDF image): {w} x {h} pixels, over the {limits.ocr_max_pixels} "
                                        "pixel limit (decompression bomb?); not decoded")
@@ -105,7 +125,16 @@ def _queue_page_images(ctx: Context, page, name: str, page_loc: str) -> bool:
             ctx.add_skipped(where, f"decorative: {w} x {h} pixels is too small to hold a readable number")
             continue
         queue_image(ctx, lambda page=page, image_id=image_id: _image_bytes(page, image_id), "PDF image", where)
-    return bool(ids)
+    return bool(ids), small
+
+
+def _size(page, image_id) -> tuple[int, int]:
+    """Width and height from the image dictionary; (0, 0) when it cannot tell."""
+    try:
+        xobj = _xobject(page, image_id)
+        return (int(xobj.get("/Width", 0)), int(xobj.get("/Height", 0))) if xobj is not None else (0, 0)
+    except Exception:  # odd dictionaries: let the decoder decide
+        return 0, 0
 
 
 def extract_pdf(ctx: Context, data: bytes, location: str, depth: int) -> None:
@@ -147,12 +176,16 @@ def extract_pdf(ctx: Context, data: bytes, location: str, depth: int) -> None:
             any_text = True
             ctx.add_text(text, page_loc)
         if len("".join(text.split())) < PAGE_TEXT_MIN:
-            any_images |= _queue_page_images(ctx, pages[n], f"{location} p.{n + 1}", page_loc)
+            any_images |= _queue_page_images(ctx, pages[n], f"{location} p.{n + 1}", page_loc)[0]
         elif _has_images(pages[n]):
-            text_pages_with_images += 1
+            queued, small = _queue_page_images(ctx, pages[n], f"{location} p.{n + 1}", page_loc, text_page=True)
+            any_images |= queued
+            text_pages_with_images += bool(small)
     if text_pages_with_images:
-        ctx.add_skipped(location, f"images on {text_pages_with_images} page(s) with a text layer were not "
-                                  "OCR'd (the text layer was read; OCR reads pages without one)")
+        ctx.add_skipped(location, f"small images on {text_pages_with_images} page(s) with a text layer were not "
+                                  f"OCR'd (the text layer was read; beside one, only images of at least "
+                                  f"{TEXT_PAGE_IMAGE_SIDE} x {TEXT_PAGE_IMAGE_SIDE} or {TEXT_PAGE_IMAGE_AREA} "
+                                  "pixels are)")
     try:
         fields = reader.get_fields() or {}
     except Exception:  # broken AcroForms are common; the pages were read

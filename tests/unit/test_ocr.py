@@ -83,6 +83,30 @@ def test_image_without_numbers_is_read_and_clean(engine):
     assert not any_finding(r.text)
 
 
+def test_image_without_text_costs_one_tesseract_run(engine, monkeypatch):
+    """A photo or a flat picture is read upright once: no OSD, no other quarter
+    turns (six runs made a mail with a few photos run out of OCR time)."""
+    calls = []
+    real = ocr._tesseract
+    monkeypatch.setattr(ocr, "_tesseract", lambda img, psm, *a, **k: calls.append(psm) or real(img, psm, *a, **k))
+    monkeypatch.setattr(ocr, "_orientation", lambda *a: calls.append("osd"))
+    photo = Image.radial_gradient("L").resize((1200, 900)).convert("RGB")
+    r = ocr.read_image(encode(photo, "JPEG", quality=60), "IMG_0001.JPG", **LIMITS)
+    assert r.status == ocr.READ and not r.text
+    assert calls == [3]
+
+
+@pytest.mark.parametrize("readings, layout, voted", [
+    (["1234", "1934", "1234"], "12 34", "12 34"),  # the majority (the caller drops repeats)
+    (["1834", "1294", "1234"], "18 34", "12 34"),  # each misread a different digit
+    (["1234", "1934", "1034"], "12 34", "12 34"),  # three-way tie: the first (jpn, in context)
+    (["1234", "12345", "1234"], "12 34", ""),  # not the same length: no vote
+    (["1234", "1234", "1234"], "12 34", ""),  # all agree
+])
+def test_digit_vote(readings, layout, voted):
+    assert ocr._vote(readings, layout) == voted
+
+
 def test_time_budget_exhausted_is_unscannable(engine):
     r = ocr.read_image(encode(card(), "PNG"), "card.png", **{**LIMITS, "time_budget": 0.05})
     assert r.status == ocr.UNSCANNABLE and "time" in r.reason

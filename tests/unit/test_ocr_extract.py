@@ -95,6 +95,31 @@ def test_pdf_typed_cover_and_scanned_page_two(engine, tmp_path):
     assert not report.unscannable and report.persons == 1
 
 
+def test_pdf_card_photo_pasted_into_a_typed_letter_is_read(engine, tmp_path):
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+
+    pdfmetrics.registerFont(UnicodeCIDFont("HeiseiKakuGo-W5"))
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=A4)
+    c.setFont("HeiseiKakuGo-W5", 11)
+    lines = ["市民課 御中", "いつもお世話になっております。ご依頼の本人確認書類の写しを下に貼り付けました。"] * 5
+    for i, line in enumerate(lines):
+        c.drawString(50, 800 - 16 * i, line)
+    c.drawImage(ImageReader(card()), 50, 350, width=400, height=250)  # 640 x 400 pixels
+    c.showPage()
+    c.save()
+    path = tmp_path / "scan.pdf"
+    path.write_bytes(buf.getvalue())
+    report = scan_file(path, LIMITS)
+    assert sum(len("".join(x.split())) for x in lines) >= 200  # a typed page, not a scan
+    assert ocr_hits(report, "file:scan.pdf p.1 (OCR)")
+    assert not report.unscannable and not report.skipped
+
+
 @pytest.mark.parametrize("kind", ["docx", "xlsx", "pptx"])
 def test_picture_inside_office_file(engine, tmp_path, kind):
     pic = tmp_path / "card.png"
@@ -226,7 +251,7 @@ def test_images_near_the_scan_deadline_are_unscannable_not_a_timeout():
     assert "scan time" in ex.unscannable[0].reason or "OCR unavailable" in ex.unscannable[0].reason
 
 
-def test_pdf_page_with_a_text_layer_keeps_it_and_notes_its_images():
+def test_pdf_page_with_a_text_layer_keeps_it_and_notes_its_small_images():
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.utils import ImageReader
     from reportlab.pdfgen import canvas
@@ -235,7 +260,7 @@ def test_pdf_page_with_a_text_layer_keeps_it_and_notes_its_images():
     c = canvas.Canvas(buf, pagesize=A4)
     for i in range(12):
         c.drawString(50, 800 - 16 * i, f"Line {i} of the typed minutes of the meeting held on the third floor.")
-    c.drawImage(ImageReader(Image.new("RGB", (200, 100), "navy")), 50, 400)
+    c.drawImage(ImageReader(logo()), 50, 400)  # 320 x 100: a letterhead logo, not read
     c.showPage()
     c.save()
     data = fx.make_message(attachments=[("m.pdf", fx.as_attachment("m.pdf", buf.getvalue(), "application", "pdf"))])
