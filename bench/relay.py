@@ -313,16 +313,17 @@ def run(args: argparse.Namespace) -> int:
         for mode, reuse in modes:
             rows.append((direct.name, mode, "-", measure(direct, args.messages * args.direct_factor,
                                                          args.sessions, reuse)))
-        proxy = Proxy(sink)
-        try:
-            for mode, reuse in modes:
-                rows.append((proxy.name, mode, "-", measure(proxy, args.messages, args.sessions, reuse)))
-        finally:
-            proxy.stop()
+        if not args.no_proxy:
+            proxy = Proxy(sink)
+            try:
+                for mode, reuse in modes:
+                    rows.append((proxy.name, mode, "-", measure(proxy, args.messages, args.sessions, reuse)))
+            finally:
+                proxy.stop()
         for label, root in impls:
             counts = [1, args.processes] if has_processes(root) and args.processes > 1 else [1]
             for n in counts:
-                for policy in ("pass", "held"):
+                for policy in args.policies.split(","):
                     mg = Mailguard(label, root, work, sink, n, policy)
                     try:
                         for mode, reuse in modes:
@@ -343,6 +344,8 @@ def run(args: argparse.Namespace) -> int:
                     print(f"  {mode:5} {policy:4}  msg/s x{r.rate / b.rate:.2f}   CPU/msg {b.cpu_ms:.2f} -> {r.cpu_ms:.2f} ms"
                           f" (x{b.cpu_ms / r.cpu_ms:.2f})")
 
+        if args.no_paced:
+            return 0
         print(f"\npaced: {args.rate:.0f} msg/s offered for {args.paced_seconds:.0f} s, a new connection per message")
         ref, ref_failed = asyncio.run(paced(sink.port, args.rate, args.paced_seconds))
         print(f"  {'direct':14} p50 {pct(ref, 50):6.2f} ms  p99 {pct(ref, 99):6.2f} ms  failed {ref_failed}")
@@ -378,6 +381,9 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=100.0, help="offered msg/s for the latency runs")
     p.add_argument("--paced-seconds", type=float, default=5.0, help="length of each latency run")
     p.add_argument("--baseline", metavar="PATH", help="an older mailguard checkout to run the same way")
+    p.add_argument("--policies", default="pass,held", help="mailguard policies to run (default pass,held)")
+    p.add_argument("--no-proxy", action="store_true", help="skip the bare aiosmtpd proxy")
+    p.add_argument("--no-paced", action="store_true", help="skip the latency runs")
     p.add_argument("--keep", action="store_true", help="keep the stores and serve logs")
     return run(p.parse_args())
 

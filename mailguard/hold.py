@@ -186,6 +186,7 @@ class Notifier:
         self.config = config
         self.audit = audit
         self.sender = notice_sender(config.store, config.server)
+        self.pool: Any = None  # serve's UpstreamPool: a notice then reuses a relay link
 
     async def send(self, kind: str, held: HeldMessage, reason: str = "") -> bool:
         """Best effort: a failed notice is logged and audited, never raised."""
@@ -203,7 +204,8 @@ class Notifier:
             # that does not offer it refuses here (451 4.6.7), which fails this
             # notice like any other refusal and leaves the hold as it is.
             result = await send_message(self.config.upstream, self.sender, [held.mail_from], data,
-                                        mail_options=notice_mail_options(self.sender, held.mail_from))
+                                        mail_options=notice_mail_options(self.sender, held.mail_from),
+                                        pool=self.pool)
         except Exception as exc:  # noqa: BLE001 - best effort: a notice never undoes a hold or reject
             if not isinstance(exc, ForwardError):
                 exc = ForwardError(f"notice failed: {type(exc).__name__}")

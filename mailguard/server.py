@@ -32,6 +32,7 @@ import logging
 import os
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mailguard import metrics, supervise
@@ -82,6 +83,7 @@ def build_services(config: Config, *, recover: bool = True, expiry: bool = True)
     # The hold store (issue 6): recovery first (safe beside a running CLI: it only
     # touches files nobody holds a lock on), then periodic expiry on this loop.
     holder = Holder(config)
+    holder.notifier.pool = pool  # notices reuse the relay's upstream links
     if recover:
         holder.recover()
     if expiry:
@@ -90,6 +92,7 @@ def build_services(config: Config, *, recover: bool = True, expiry: bool = True)
 
 
 _fqdn: str | None = None
+IO_THREADS = 16  # serve's threads for blocking store and audit work
 
 
 def local_hostname(config: Config) -> str:
@@ -259,6 +262,11 @@ def serve(config: Config, config_path: str | None = None) -> int:
     sock, worker = inherited if inherited is not None else (None, None)
 
     async def main() -> int:
+        # Holds and audit records wait on fsync in threads; with the default pool
+        # (cores + 4 threads) concurrent transactions queued for a thread instead
+        # of sharing an audit write (group commit) and the store's fsyncs.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="mailguard-io"))
         return await App(config, config_path, sock=sock, worker=worker).run()
 
     return asyncio.run(main())
