@@ -17,6 +17,10 @@ hold it while they change the state. So recovery can tell a crashed process's
 leftovers (lock free) from work in progress in another process (lock held), and
 ``serve`` and the CLI can share the store without a lock fight: SQLite itself runs
 with a busy timeout and every write is a short ``BEGIN IMMEDIATE`` transaction.
+The relay's own row writes (a new hold's row, its stage) from concurrent
+transactions share one transaction and one WAL fsync (group commit, each in a
+savepoint of its own so one failure fails alone); each still returns only once
+its commit is durable.
 
 States: held -> released | rejected | expired. A release sets ``release_started``
 before it talks to the upstream and marks ``released`` only after the upstream's
@@ -58,6 +62,7 @@ from mailguard.durable import chmod_own, dir_mode, file_mode
 from mailguard.durable import fsync_dir as _fsync_dir
 from mailguard.durable import probe_dir, write_locked
 from mailguard.errors import NotFound, StoreError
+from mailguard.groupcommit import GroupCommit
 from mailguard.records import Envelope, HeldMessage  # the held-message records; re-exported
 
 HELD, RELEASED, REJECTED, EXPIRED = "held", "released", "rejected", "expired"
@@ -159,6 +164,7 @@ class Store:
         self._lock = threading.RLock()
         self._lock_fds: dict[str, list[int]] = {}  # hold id -> flocked fds of a locked() block
         self._audit: AuditLog | None = None
+        self._rows: GroupCommit[Callable[[sqlite3.Connection], object], object] = GroupCommit(self._commit_rows)
         try:
             for d in (self.path, self.messages, self.tmp):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -239,6 +245,20 @@ class Store:
                         self._db.execute("ROLLBACK")
                     raise StoreError(f"hold store commit failed: {exc}") from exc
 
+    def _commit_rows(self, writes: Sequence[Callable[[sqlite3.Connection], object]]) -> list[object]:
+        """Run ``writes`` in one write transaction, each in its own savepoint."""
+        out: list[object] = []
+        with self._write() as db:
+            for i, write in enumerate(writes):
+                db.execute(f"SAVEPOINT w{i}")
+                try:
+                    out.append(write(db))
+                except Exception as exc:  # noqa: BLE001 - this write fails alone
+                    db.execute(f"ROLLBACK TO w{i}")
+                    out.append(exc)
+                db.execute(f"RELEASE w{i}")
+        return out
+
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
@@ -304,8 +324,8 @@ class Store:
             }
             cols = ", ".join(row)
             marks = ", ".join("?" for _ in row)
-            with self._write() as db:
-                db.execute(f"INSERT INTO held ({cols}) VALUES ({marks})", tuple(row.values()))
+            values = tuple(row.values())
+            self._rows.submit(lambda db: db.execute(f"INSERT INTO held ({cols}) VALUES ({marks})", values))
         except BaseException as exc:
             # Nothing was promised yet: take back what was written (write_locked
             # already removed its temporary file).
@@ -347,9 +367,9 @@ class Store:
             raise ValueError(stage)
         earlier = order[:order.index(stage)]
         marks = ", ".join("?" for _ in earlier)
-        with self._write() as db:
-            db.execute(f"UPDATE held SET hold_stage = ? WHERE id = ? AND hold_stage IN ({marks})",
-                       (stage, check_id(hold_id), *earlier))
+        params = (stage, check_id(hold_id), *earlier)
+        self._rows.submit(lambda db: db.execute(
+            f"UPDATE held SET hold_stage = ? WHERE id = ? AND hold_stage IN ({marks})", params))
 
     def _row_exists(self, hold_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM held WHERE id = ?", (hold_id,)))

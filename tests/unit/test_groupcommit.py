@@ -87,3 +87,51 @@ def test_a_failed_batch_fails_every_submitter_and_the_next_batch_goes_on():
     assert all(isinstance(e, AuditError) and str(e) == "disk gone" for e in errors)
     assert len({id(e) for e in errors}) == 3  # each submitter raised its own
     assert gc.submit(4) == 40  # the lead was given back
+
+
+def test_concurrent_holds_share_row_commits_and_each_is_durable(tmp_path):
+    from mailguard.store import HOLD_DONE, Store
+
+    store = Store(tmp_path / "store")
+    ids: list[str] = []
+    data = b"From: a@city.example.lg.jp\r\nTo: b@example.com\r\nSubject: t\r\n\r\nbody\r\n"
+
+    def holder(i: int) -> None:
+        for j in range(10):
+            held = store.add("a@city.example.lg.jp", ["b@example.com"], data + f"{i}-{j}".encode(),
+                             rule="hold-external", reasons=("1 person",), persons=1)
+            store.set_hold_stage(held.id, HOLD_DONE)
+            ids.append(held.id)
+
+    threads = [threading.Thread(target=holder, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.close()
+    reopened = Store(tmp_path / "store")
+    try:
+        assert sorted(h.id for h in reopened.list()) == sorted(ids) and len(ids) == 80
+        assert all(reopened.get(i).hold_stage == HOLD_DONE for i in ids)
+    finally:
+        reopened.close()
+    assert store._rows.items == 160 and store._rows.batches < 160  # some commits were shared
+
+
+def test_a_failing_row_write_fails_alone_in_its_batch(tmp_path):
+    import sqlite3
+
+    from mailguard.store import Store
+
+    store = Store(tmp_path / "store")
+    try:
+        results = store._commit_rows([
+            lambda db: db.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)"),
+            lambda db: db.execute("INSERT INTO t VALUES (1)"),
+            lambda db: db.execute("INSERT INTO t VALUES (1)"),  # duplicate key: this one fails
+            lambda db: db.execute("INSERT INTO t VALUES (2)"),
+        ])
+        assert isinstance(results[2], sqlite3.IntegrityError)
+        assert [r[0] for r in store._query("SELECT x FROM t ORDER BY x")] == [1, 2]
+    finally:
+        store.close()
