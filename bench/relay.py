@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Relay throughput, CPU per message and added latency, every path in one run (issue 15).
 
-    .venv/bin/python bench/relay.py [--messages 1500] [--sessions 20] [--processes 2]
+    .venv/bin/python bench/relay.py [--messages 1500] [--held-messages 600] [--sessions 20] [--processes 2]
                                     [--rate 100] [--paced-seconds 5] [--baseline PATH]
 
 One sink (Postfix's smtp-sink, C, in its own process) and one load generator
@@ -306,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
     rows: list[tuple[str, str, str, Result]] = []
     modes = [("new", False), ("reuse", True)]
     print(f"{SIZE // 1024} KB messages, smtp-source -s {args.sessions}, {args.messages} messages per run"
-          f" ({args.messages * args.direct_factor} direct); {os.cpu_count()} cores,"
+          f" ({args.messages * args.direct_factor} direct, {args.held_messages} held); {os.cpu_count()} cores,"
           f" load average {os.getloadavg()[0]:.1f} at start", flush=True)
     try:
         direct = Direct(sink)
@@ -326,8 +326,9 @@ def run(args: argparse.Namespace) -> int:
                 for policy in args.policies.split(","):
                     mg = Mailguard(label, root, work, sink, n, policy)
                     try:
+                        count = args.held_messages if policy == "held" else args.messages
                         for mode, reuse in modes:
-                            rows.append((mg.name, mode, policy, measure(mg, args.messages, args.sessions, reuse)))
+                            rows.append((mg.name, mode, policy, measure(mg, count, args.sessions, reuse)))
                     finally:
                         mg.stop()
         direct_rate = {mode: r.rate for name, mode, _, r in rows if name == direct.name}
@@ -375,6 +376,7 @@ def run(args: argparse.Namespace) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--messages", type=int, default=1500, help="messages per smtp-source run (default 1500)")
+    p.add_argument("--held-messages", type=int, default=600, help="messages per held run (default 600)")
     p.add_argument("--direct-factor", type=int, default=4, help="direct runs send this many times more")
     p.add_argument("--sessions", type=int, default=20, help="smtp-source -s (default 20)")
     p.add_argument("--processes", type=int, default=2, help="N for the multi-process runs (default 2)")
