@@ -16,12 +16,11 @@ so an inspector can check it without any secret.
 
 Appending is safe from several processes (``serve`` and the CLI): each append
 takes an exclusive flock on the file, reads the last record, writes its line with
-a single write and fsyncs before it returns. GROUP COMMIT: appends from concurrent
-threads of one process (serve's transactions) that arrive while a write is under
-way are written next as one batch: one flock, one write, one fsync, one
-checkpoint (mailguard.groupcommit), chained in the order they were queued, so the
-chain's order is the file's; each append still returns only once its own record
-is durable, and a lone append waits for nothing. A record counts only once complete:
+a single write and fsyncs before it returns. GROUP COMMIT (mailguard.groupcommit):
+appends from threads of one process that arrive during a write go together in
+the next one (one flock, write, fsync and checkpoint), chained in queue order, so
+chain order is file order; each returns once its own record is durable, and a
+lone append waits for nothing. A record counts only once complete:
 a torn last line left by a crash (no newline) is cut off by the next append,
 which records how many bytes it dropped (event ``audit-repaired``).
 
@@ -187,18 +186,12 @@ class AuditLog:
     # -- writing -------------------------------------------------------------
 
     def append(self, event: str, **fields: object) -> AuditRecord:
-        """Append one record, durably; returns it (with seq, time, prev, hash).
-
-        Records appended by concurrent threads at once are committed together
-        (GROUP COMMIT in the module doc); this returns once this record is durable."""
+        """Append one record, durably (GROUP COMMIT); returns it (with seq, time, prev, hash)."""
         return self._group.submit((event, fields))
 
     def _append_batch(self, items: Sequence[tuple[str, dict[str, object]]]) -> list[AuditRecord | BaseException]:
-        """Write ``items`` in order with one write and one fsync.
-
-        On a full disk (ENOSPC) the reserve file beside the log is given up and
-        the batch tried again, so a record for mail already accepted is not lost;
-        the reserve is made again once there is room (see RESERVE)."""
+        """Write ``items`` in order with one write and one fsync. On ENOSPC the reserve
+        file is given up and the batch tried again (FULL DISK in the module doc)."""
         try:
             recs = self._append(items)
         except AuditError as exc:

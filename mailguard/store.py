@@ -17,10 +17,8 @@ hold it while they change the state. So recovery can tell a crashed process's
 leftovers (lock free) from work in progress in another process (lock held), and
 ``serve`` and the CLI can share the store without a lock fight: SQLite itself runs
 with a busy timeout and every write is a short ``BEGIN IMMEDIATE`` transaction.
-The relay's own row writes (a new hold's row, its stage) from concurrent
-transactions share one transaction and one WAL fsync (group commit, each in a
-savepoint of its own so one failure fails alone); each still returns only once
-its commit is durable.
+The relay's row writes for holds (row, stage) from concurrent transactions share
+one commit (mailguard.groupcommit; a savepoint each), returning once it is durable.
 
 States: held -> released | rejected | expired. A release sets ``release_started``
 before it talks to the upstream and marks ``released`` only after the upstream's
@@ -322,10 +320,8 @@ class Store:
                 "approvals": "[]", "received": now, "updated": now,
                 "hold_stage": HOLD_STORED,
             }
-            cols = ", ".join(row)
-            marks = ", ".join("?" for _ in row)
-            values = tuple(row.values())
-            self._rows.submit(lambda db: db.execute(f"INSERT INTO held ({cols}) VALUES ({marks})", values))
+            insert = f"INSERT INTO held ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})"
+            self._rows.submit(lambda db, v=tuple(row.values()): db.execute(insert, v))
         except BaseException as exc:
             # Nothing was promised yet: take back what was written (write_locked
             # already removed its temporary file).
@@ -367,9 +363,8 @@ class Store:
             raise ValueError(stage)
         earlier = order[:order.index(stage)]
         marks = ", ".join("?" for _ in earlier)
-        params = (stage, check_id(hold_id), *earlier)
-        self._rows.submit(lambda db: db.execute(
-            f"UPDATE held SET hold_stage = ? WHERE id = ? AND hold_stage IN ({marks})", params))
+        self._rows.submit(lambda db, p=(stage, check_id(hold_id), *earlier): db.execute(
+            f"UPDATE held SET hold_stage = ? WHERE id = ? AND hold_stage IN ({marks})", p))
 
     def _row_exists(self, hold_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM held WHERE id = ?", (hold_id,)))

@@ -26,6 +26,7 @@ DIAGNOSTICS: logs ``upstream_connect_failed`` (host, port, reason) and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import socket
@@ -286,11 +287,10 @@ class UpstreamPool:
     1,500 clients no longer open 1,500 connections to the smarthost. Links that
     ``send_message`` opens without a pool (releases, notices) are not counted.
 
-    Warm links: when a lease has to dial while other links are in use (demand is
-    growing), up to WARM_SPARES more are dialled in the background and wait idle,
-    so the next transactions of the burst find a link ready instead of paying the
-    upstream's connect, banner and EHLO. A lone sender never opens a spare. Idle
-    links (spares or returned) are closed once unused for IDLE_MAX_AGE.
+    Warm links: a lease that must dial while other links are in use (a burst)
+    has up to WARM_SPARES more dialled in the background, so the burst's next
+    transactions skip connect, banner and EHLO; a lone sender never opens one.
+    Idle links are closed once unused for IDLE_MAX_AGE.
     """
 
     def __init__(self, cfg: UpstreamConfig, *, local_hostname: str | None = None) -> None:
@@ -306,7 +306,7 @@ class UpstreamPool:
         self.open = 0  # SMTP links open now: leased, idle, or being dialled
         self._waiters: list[asyncio.Future[None]] = []
         self._spares: set[asyncio.Task[None]] = set()  # warm links being dialled
-        self._leased = 0  # SMTP links handed out and not yet released
+        self._leased = 0  # SMTP links dialled or taken from idle, not yet released
         self._reaper: asyncio.Task[None] | None = None  # closes links idle too long
         if self.scheme == "maildir":
             self.extensions = MAILDIR_EXTENSIONS
@@ -337,12 +337,9 @@ class UpstreamPool:
                     return link
                 self._close_soon(link)
             if self.open < self.max_connections:
-                growing = self._leased > 0  # no idle link and others in use: a burst
-                link = await self._dial()
-                self._leased += 1
-                if growing:
+                if self._leased > 0:  # no idle link and others in use: a burst
                     self._warm()
-                return link
+                return await self._dial()
             deadline = deadline or now + self.cfg.connection_wait
             await self._wait(deadline)
 
@@ -396,20 +393,16 @@ class UpstreamPool:
             task.exception()  # retrieved: a failed QUIT is nothing to report
 
     def _warm(self) -> None:
+        # Our own dial comes first: a spare never takes this lease's last slot.
         want = min(WARM_SPARES, self.cfg.pool_size) - len(self._idle) - len(self._spares)
-        for _ in range(want):
-            if self.closed or self.open >= self.max_connections:
-                return
+        for _ in range(min(want, self.max_connections - self.open - 1)):
             task = asyncio.ensure_future(self._dial_spare())
             self._spares.add(task)
             task.add_done_callback(self._spares.discard)
 
     async def _dial_spare(self) -> None:
-        try:
-            link = await self._dial()
-        except Exception:  # noqa: BLE001 - logged by _dial_counted; a lease will dial again
-            return
-        await self.release(link, spare=True)
+        with contextlib.suppress(ForwardError):  # logged by _dial_counted; a lease dials again
+            await self.release(await self._dial())
 
     async def _reap(self) -> None:
         """Close idle links unused for IDLE_MAX_AGE; ends when none is left."""
@@ -431,18 +424,18 @@ class UpstreamPool:
                 self._close_soon(self._idle.pop(0))
                 continue
             await self._wait(deadline)
-        link = await self._dial()
-        self._leased += 1
-        return link
+        return await self._dial()
 
     async def _dial(self) -> SMTPLink:
         self.open += 1
         self._report()
         try:
-            return await self._dial_counted()
+            link = await self._dial_counted()
         except BaseException:
             self._gone()
             raise
+        self._leased += 1
+        return link
 
     async def _dial_counted(self) -> SMTPLink:
         smtp = aiosmtplib.SMTP(
@@ -474,8 +467,8 @@ class UpstreamPool:
         self.extensions = link.extensions
         return link
 
-    async def release(self, link: Link, *, reusable: bool = True, spare: bool = False) -> None:
-        if isinstance(link, SMTPLink) and not spare:
+    async def release(self, link: Link, *, reusable: bool = True) -> None:
+        if isinstance(link, SMTPLink):
             self._leased = max(0, self._leased - 1)
         if (
             isinstance(link, SMTPLink)
@@ -511,8 +504,7 @@ class UpstreamPool:
         stop = [*self._spares, *([self._reaper] if self._reaper else [])]
         for task in stop:
             task.cancel()
-        if stop:
-            await asyncio.gather(*stop, return_exceptions=True)
+        await asyncio.gather(*stop, return_exceptions=True)
         idle, self._idle = self._idle, []
         for link in idle:
             self._close_soon(link)
