@@ -186,7 +186,7 @@ class Notifier:
         self.config = config
         self.audit = audit
         self.sender = notice_sender(config.store, config.server)
-        self.pool: Any = None  # serve's UpstreamPool: a notice then reuses a relay link
+        self.pool: Any = None  # serve's UpstreamPool for notices: links reused across notices
 
     async def send(self, kind: str, held: HeldMessage, reason: str = "") -> bool:
         """Best effort: a failed notice is logged and audited, never raised."""

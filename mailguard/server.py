@@ -61,6 +61,9 @@ class Services:
     async def close(self) -> None:
         if self.holder is not None and hasattr(self.holder, "aclose"):
             await self.holder.aclose()  # stops expiry, lets notices in flight finish
+            notices = getattr(getattr(self.holder, "notifier", None), "pool", None)
+            if notices is not None:
+                await notices.close()
         if hasattr(self.pipeline, "aclose"):
             await self.pipeline.aclose()  # scans in flight finish, then its workers stop
         await self.pool.close()
@@ -83,7 +86,9 @@ def build_services(config: Config, *, recover: bool = True, expiry: bool = True)
     # The hold store (issue 6): recovery first (safe beside a running CLI: it only
     # touches files nobody holds a lock on), then periodic expiry on this loop.
     holder = Holder(config)
-    holder.notifier.pool = pool  # notices reuse the relay's upstream links
+    # Notices reuse links of a pool of their own (not a new connection and pool
+    # each); kept apart so they never wait for, or take, a relay transaction's slot.
+    holder.notifier.pool = UpstreamPool(config.upstream, local_hostname=local_hostname(config))
     if recover:
         holder.recover()
     if expiry:
