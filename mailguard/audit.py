@@ -15,8 +15,12 @@ which names the first line where the chain breaks. The chain is a plain SHA-256
 so an inspector can check it without any secret.
 
 Appending is safe from several processes (``serve`` and the CLI): each append
-takes an exclusive flock on the file, reads the last record, writes one line with
-a single write and fsyncs before it returns. A record counts only once complete:
+takes an exclusive flock on the file, reads the last record, writes its line with
+a single write and fsyncs before it returns. GROUP COMMIT (mailguard.groupcommit):
+appends from threads of one process that arrive during a write go together in
+the next one (one flock, write, fsync and checkpoint), chained in queue order, so
+chain order is file order; each returns once its own record is durable, and a
+lone append waits for nothing. A record counts only once complete:
 a torn last line left by a crash (no newline) is cut off by the next append,
 which records how many bytes it dropped (event ``audit-repaired``).
 
@@ -37,7 +41,7 @@ it has and says so (``first_seq``). Rotation must use ``delaycompress`` and no
 rename must stay readable there.
 
 CHECKPOINTS: a chain proves nothing about records cut from its end, or about a
-whole file rewritten with fresh hashes. So after every append the new head
+whole file rewritten with fresh hashes. So after every write (a batch) the new head
 (``seq`` and ``hash``) is checkpointed outside the file: in the store database
 (table ``audit_checkpoint`` in ``meta.sqlite``; it only moves forward), as the
 structlog event ``audit_checkpoint`` (stderr, so journald under systemd) and,
@@ -52,7 +56,7 @@ FULL DISK: a write that fails is cut back (ftruncate), so no torn line is left;
 an ENOSPC append gives up ``.audit.reserve`` (RESERVE_BYTES, made on the first
 append) and tries again, and the reserve is made again once there is room.
 
-DIAGNOSTICS: ``audit_checkpoint`` (info: seq, chain_hash) after each append,
+DIAGNOSTICS: ``audit_checkpoint`` (info: seq, chain_hash) after each write,
 ``audit_checkpoint_failed`` and ``audit_reserve_used`` (error); otherwise this module is itself the record.
 """
 
@@ -74,10 +78,11 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterable, Iterator, Sequence
 
 from mailguard.durable import chmod_own, file_mode
 from mailguard.errors import AuditError
+from mailguard.groupcommit import GroupCommit
 from mailguard.log import get_logger, scrub
 
 _log = get_logger(component="audit")
@@ -176,27 +181,29 @@ class AuditLog:
         self._db_lock = threading.Lock()
         self._reserve = Path(store_path) / RESERVE_FILE
         self._reserve_ok = False
+        self._group: GroupCommit[tuple[str, dict[str, object]], AuditRecord] = GroupCommit(self._append_batch)
 
     # -- writing -------------------------------------------------------------
 
     def append(self, event: str, **fields: object) -> AuditRecord:
-        """Append one record, durably; returns it (with seq, time, prev, hash).
+        """Append one record, durably (GROUP COMMIT); returns it (with seq, time, prev, hash)."""
+        return self._group.submit((event, fields))
 
-        On a full disk (ENOSPC) the reserve file beside the log is given up and
-        the append tried again, so a record for mail already accepted is not lost;
-        the reserve is made again once there is room (see RESERVE)."""
+    def _append_batch(self, items: Sequence[tuple[str, dict[str, object]]]) -> list[AuditRecord | BaseException]:
+        """Write ``items`` in order with one write and one fsync. On ENOSPC the reserve
+        file is given up and the batch tried again (FULL DISK in the module doc)."""
         try:
-            rec = self._append(event, fields)
+            recs = self._append(items)
         except AuditError as exc:
             if not (isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC):
                 raise
             if not self._use_reserve():
                 raise
-            _log.error("audit_reserve_used", record=event, reserve_bytes=RESERVE_BYTES)
-            rec = self._append(event, fields)
+            _log.error("audit_reserve_used", records=len(items), reserve_bytes=RESERVE_BYTES)
+            recs = self._append(items)
         else:
             self._keep_reserve()
-        return rec
+        return recs
 
     def _use_reserve(self) -> bool:
         try:
@@ -234,7 +241,7 @@ class AuditLog:
         finally:
             os.close(fd)
 
-    def _append(self, event: str, fields: dict[str, object]) -> AuditRecord:
+    def _append(self, items: Sequence[tuple[str, dict[str, object]]]) -> list[AuditRecord | BaseException]:
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
@@ -247,7 +254,7 @@ class AuditLog:
                 # append to the new audit.jsonl instead.
                 os.close(fd)
                 fd = -1
-                return self._append(event, fields)
+                return self._append(items)
             last, torn = _last_record(fd)
             if last is None:
                 last = self._last_rotated_record()
@@ -255,39 +262,56 @@ class AuditLog:
                 # A crash left half a line: it never counted; cut it so the chain goes on.
                 size = os.fstat(fd).st_size
                 os.ftruncate(fd, size - torn)
-                last = self._write(fd, last, "audit-repaired", {"dropped_bytes": torn})
-            rec = self._write(fd, last, event, fields)
-            # Still under the flock: checkpoints are written in chain order.
-            self._checkpoint(Checkpoint(rec["seq"], rec["hash"]))
-            return rec
+                last = self._write(fd, last, [("audit-repaired", {"dropped_bytes": torn})])[0]
+            recs = self._write(fd, last, items)
+            head = next((r for r in reversed(recs) if isinstance(r, dict)), None)
+            if head is not None:
+                # Still under the flock: checkpoints are written in chain order.
+                self._checkpoint(Checkpoint(head["seq"], head["hash"]))
+            return recs
         except OSError as exc:
             raise AuditError(f"cannot append to {self.path}: {exc}") from exc
         finally:
             if fd >= 0:
                 os.close(fd)  # releases the flock
 
-    def _write(self, fd: int, last: AuditRecord | None, event: str, fields: dict[str, object]) -> AuditRecord:
-        rec: AuditRecord = {k: _scrubbed(v, k) for k, v in fields.items() if v is not None}
-        rec.update(
-            event=event,
-            seq=(last["seq"] + 1) if last else 1,
-            time=datetime.now(UTC).isoformat(timespec="microseconds"),
-            prev=last["hash"] if last else GENESIS,
-        )
-        rec["hash"] = record_hash(rec)
-        line = (canonical(rec) + "\n").encode("utf-8")
+    def _write(self, fd: int, last: AuditRecord | None,
+               items: Sequence[tuple[str, dict[str, object]]]) -> list[AuditRecord | BaseException]:
+        """Chain ``items`` after ``last`` and write them with one write and one fsync.
+        A record that cannot be serialised fails alone (and takes no place in the chain)."""
+        out: list[AuditRecord | BaseException] = []
+        lines = []
+        for event, fields in items:
+            try:
+                rec: AuditRecord = {k: _scrubbed(v, k) for k, v in fields.items() if v is not None}
+                rec.update(
+                    event=event,
+                    seq=(last["seq"] + 1) if last else 1,
+                    time=datetime.now(UTC).isoformat(timespec="microseconds"),
+                    prev=last["hash"] if last else GENESIS,
+                )
+                rec["hash"] = record_hash(rec)
+                lines.append((canonical(rec) + "\n").encode("utf-8"))
+            except (TypeError, ValueError) as exc:
+                out.append(AuditError(f"cannot write a {event} record: {exc}"))
+                continue
+            out.append(rec)
+            last = rec
+        data = b"".join(lines)
+        if not data:
+            return out
         size = os.fstat(fd).st_size
         try:
-            n = os.write(fd, line)
-            if n != len(line):
-                raise OSError(errno.ENOSPC, f"short write to {self.path} ({n} of {len(line)} bytes)")
+            n = os.write(fd, data)
+            if n != len(data):
+                raise OSError(errno.ENOSPC, f"short write to {self.path} ({n} of {len(data)} bytes)")
             os.fsync(fd)
         except OSError:
             # Leave no torn line behind (a full disk): the file ends at a record.
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, size)
             raise
-        return rec
+        return out
 
     # -- checkpoints (see the module doc) ------------------------------------
 

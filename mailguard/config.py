@@ -13,6 +13,7 @@ DIAGNOSTICS: none; the caller logs or prints the error.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import tomllib
@@ -54,7 +55,7 @@ class ServerConfig:
     def port(self) -> int:
         return split_hostport(self.listen)[1]
 
-    @property
+    @functools.cached_property  # read on every connection: parsed once
     def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(n, strict=False) for n in self.allowed_clients)
 

@@ -51,13 +51,13 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
 from typing import Any, Iterable, Sequence
 
 from mailguard.auditfacts import decision_fields, held_fields
 from mailguard.config import Config
 from mailguard.errors import AuditError, ForwardError, StoreError, UpstreamRefused
 from mailguard.log import get_logger, scrub
+from mailguard.mailpolicy import DEFAULT as default_policy
 from mailguard.notices import BLOCKED_NOTICE, EXPIRED_NOTICE, HELD_NOTICE, REJECTED_NOTICE
 from mailguard.notifier import FAILED, SYSTEM_OPERATOR, Notifier, reply_text
 from mailguard.web.notify import notify_approvers

@@ -27,12 +27,12 @@ from email import _header_value_parser as _hvp
 from email.errors import NonASCIILocalPartDefect
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
 from datetime import UTC, datetime, timedelta
 from mailguard.config import OrganisationConfig, ServerConfig, StoreConfig, WebConfig
 from mailguard.localtime import DEFAULT_TIMEZONE, iso_time, show_time
 from mailguard.log import scrub
+from mailguard.mailpolicy import SMTP, SMTPUTF8
 from mailguard.policy import split_notice
 from mailguard.records import HeldMessage
 

@@ -88,6 +88,9 @@ class Notifier:
         self.store = store
         self.sender = notice_sender(config.store, config.server, config.organisation)
         self._wake = asyncio.Event()
+        # serve's pool for notices (server.build_services): links reused across
+        # notices; None (the CLI) dials one link per attempt.
+        self.pool: UpstreamPool | None = None
 
     async def send(self, kind: str, held: HeldMessage, reason: str = "") -> str:
         """Queue the notice and try it once: SENT, QUEUED (retried later), FAILED (not
@@ -131,7 +134,7 @@ class Notifier:
     async def _attempt(self, n: QueuedNotice) -> str:
         attempt = n.attempts + 1
         to = list(n.rcpt_tos)
-        pool = UpstreamPool(self.config.upstream, local_hostname=ehlo_name(self.config.server))
+        pool = self.pool or UpstreamPool(self.config.upstream, local_hostname=ehlo_name(self.config.server))
         try:
             # A UTF-8 sender address (SMTPUTF8) is sent with SMTPUTF8; an upstream
             # that does not offer it refuses here (451 4.6.7), like any refusal.
@@ -146,7 +149,8 @@ class Notifier:
                 error = f"notice failed: {type(exc).__name__}"
             return await self._failed(n, attempt, error[:300])
         finally:
-            await pool.close()
+            if pool is not self.pool:
+                await pool.close()
         if n.id and self.store is not None:
             try:
                 await asyncio.to_thread(self.store.notice_sent, n.id)

@@ -32,6 +32,7 @@ import logging
 import os
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mailguard import metrics, supervise
@@ -39,6 +40,7 @@ from mailguard.act import Inspector
 from mailguard.config import Config, load_config
 from mailguard.hold import Holder, Recorder
 from mailguard.log import get_logger
+from mailguard.notices import ehlo_name
 from mailguard.pipeline import Pipeline
 from mailguard.receive import Relay, RelaySMTP
 from mailguard.upstream import UpstreamPool
@@ -58,8 +60,10 @@ class Services:
     recorder: Recorder | None = None  # None: no audit record per message
 
     async def close(self) -> None:
-        if self.holder is not None and hasattr(self.holder, "aclose"):
+        if self.holder is not None:
             await self.holder.aclose()  # stops expiry, lets notices in flight finish
+            if self.holder.notifier.pool is not None:
+                await self.holder.notifier.pool.close()
         if hasattr(self.pipeline, "aclose"):
             await self.pipeline.aclose()  # scans in flight finish, then its workers stop
         await self.pool.close()
@@ -82,6 +86,9 @@ def build_services(config: Config, *, recover: bool = True, expiry: bool = True)
     # The hold store (issue 6): recovery first (safe beside a running CLI: it only
     # touches files nobody holds a lock on), then periodic expiry on this loop.
     holder = Holder(config)
+    # Notices reuse links of a pool of their own (not a new connection and pool
+    # each); kept apart so they never wait for, or take, a relay transaction's slot.
+    holder.notifier.pool = UpstreamPool(config.upstream, local_hostname=ehlo_name(config.server))
     if recover:
         holder.recover()
     if expiry:
@@ -90,6 +97,7 @@ def build_services(config: Config, *, recover: bool = True, expiry: bool = True)
 
 
 _fqdn: str | None = None
+IO_THREADS = 16  # serve's threads for blocking store and audit work
 
 
 def local_hostname(config: Config) -> str:
@@ -259,6 +267,11 @@ def serve(config: Config, config_path: str | None = None) -> int:
     sock, worker = inherited if inherited is not None else (None, None)
 
     async def main() -> int:
+        # Holds and audit records wait on fsync in threads; with the default pool
+        # (cores + 4 threads) concurrent transactions queued for a thread instead
+        # of sharing an audit write (group commit) and the store's fsyncs.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="mailguard-io"))
         return await App(config, config_path, sock=sock, worker=worker).run()
 
     return asyncio.run(main())

@@ -18,6 +18,8 @@ hold it while they change the state. So recovery can tell a crashed process's
 leftovers (lock free) from work in progress in another process (lock held), and
 ``serve`` and the CLI can share the store without a lock fight: SQLite itself runs
 with a busy timeout and every write is a short ``BEGIN IMMEDIATE`` transaction.
+The relay's row writes for holds (row, stage) from concurrent transactions share
+one commit (mailguard.groupcommit; a savepoint each), returning once it is durable.
 
 States: held -> released | rejected | expired. A release sets ``release_started``
 before it talks to the upstream and marks ``released`` only after the upstream's
@@ -59,6 +61,7 @@ from mailguard.durable import chmod_own, dir_mode, file_mode
 from mailguard.durable import fsync_dir as _fsync_dir
 from mailguard.durable import probe_dir, write_locked
 from mailguard.errors import NotFound, StoreError
+from mailguard.groupcommit import GroupCommit
 from mailguard.noticestore import SQLITE_SCHEMA as _NOTICE_SCHEMA
 from mailguard.noticestore import NoticeQueue
 # The held-message records and their states; re-exported for older callers.
@@ -161,6 +164,7 @@ class Store(NoticeQueue):
         self._lock = threading.RLock()
         self._lock_fds: dict[str, list[int]] = {}  # hold id -> flocked fds of a locked() block
         self._audit: AuditLog | None = None
+        self._rows: GroupCommit[Callable[[sqlite3.Connection], object], object] = GroupCommit(self._commit_rows)
         try:
             for d in (self.path, self.messages, self.tmp):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -241,6 +245,20 @@ class Store(NoticeQueue):
                         self._db.execute("ROLLBACK")
                     raise StoreError(f"hold store commit failed: {exc}") from exc
 
+    def _commit_rows(self, writes: Sequence[Callable[[sqlite3.Connection], object]]) -> list[object]:
+        """Run ``writes`` in one write transaction, each in its own savepoint."""
+        out: list[object] = []
+        with self._write() as db:
+            for i, write in enumerate(writes):
+                db.execute(f"SAVEPOINT w{i}")
+                try:
+                    out.append(write(db))
+                except Exception as exc:  # noqa: BLE001 - this write fails alone
+                    db.execute(f"ROLLBACK TO w{i}")
+                    out.append(exc)
+                db.execute(f"RELEASE w{i}")
+        return out
+
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
@@ -304,10 +322,8 @@ class Store(NoticeQueue):
                 "approvals": "[]", "received": now, "updated": now,
                 "hold_stage": HOLD_STORED,
             }
-            cols = ", ".join(row)
-            marks = ", ".join("?" for _ in row)
-            with self._write() as db:
-                db.execute(f"INSERT INTO held ({cols}) VALUES ({marks})", tuple(row.values()))
+            insert = f"INSERT INTO held ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})"
+            self._rows.submit(lambda db, v=tuple(row.values()): db.execute(insert, v))
         except BaseException as exc:
             # Nothing was promised yet: take back what was written (write_locked
             # already removed its temporary file).
@@ -349,9 +365,8 @@ class Store(NoticeQueue):
             raise ValueError(stage)
         earlier = order[:order.index(stage)]
         marks = ", ".join("?" for _ in earlier)
-        with self._write() as db:
-            db.execute(f"UPDATE held SET hold_stage = ? WHERE id = ? AND hold_stage IN ({marks})",
-                       (stage, check_id(hold_id), *earlier))
+        self._rows.submit(lambda db, p=(stage, check_id(hold_id), *earlier): db.execute(
+            f"UPDATE held SET hold_stage = ? WHERE id = ? AND hold_stage IN ({marks})", p))
 
     def _row_exists(self, hold_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM held WHERE id = ?", (hold_id,)))

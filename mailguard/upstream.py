@@ -26,6 +26,7 @@ DIAGNOSTICS: logs ``upstream_connect_failed`` (host, port, reason) and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import socket
@@ -53,6 +54,7 @@ from mailguard.records import DeliveryResult, UpstreamReply  # plain reply recor
 log = get_logger(component="upstream")
 
 IDLE_MAX_AGE = 60.0  # seconds an idle pooled connection is trusted; servers drop idle ones
+WARM_SPARES = 2  # links dialled ahead of a growing burst (UpstreamPool: warm links)
 QUIT_TIMEOUT = 5.0
 
 
@@ -284,6 +286,11 @@ class UpstreamPool:
     free) for ``connection_wait`` seconds, then raises UpstreamBusy (451 4.4.5):
     1,500 clients no longer open 1,500 connections to the smarthost. Links that
     ``send_message`` opens without a pool (releases, notices) are not counted.
+
+    Warm links: a lease that must dial while other links are in use (a burst)
+    has up to WARM_SPARES more dialled in the background, so the burst's next
+    transactions skip connect, banner and EHLO; a lone sender never opens one.
+    Idle links are closed once unused for IDLE_MAX_AGE.
     """
 
     def __init__(self, cfg: UpstreamConfig, *, local_hostname: str | None = None) -> None:
@@ -298,6 +305,9 @@ class UpstreamPool:
         self.max_connections = max(1, cfg.max_connections)
         self.open = 0  # SMTP links open now: leased, idle, or being dialled
         self._waiters: list[asyncio.Future[None]] = []
+        self._spares: set[asyncio.Task[None]] = set()  # warm links being dialled
+        self._leased = 0  # SMTP links dialled or taken from idle, not yet released
+        self._reaper: asyncio.Task[None] | None = None  # closes links idle too long
         if self.scheme == "maildir":
             self.extensions = MAILDIR_EXTENSIONS
             return
@@ -323,9 +333,12 @@ class UpstreamPool:
                 link = self._idle.pop()
                 if link.alive and now - link.idle_since < IDLE_MAX_AGE:
                     link.reused = True
+                    self._leased += 1
                     return link
                 self._close_soon(link)
             if self.open < self.max_connections:
+                if self._leased > 0:  # no idle link and others in use: a burst
+                    self._warm()
                 return await self._dial()
             deadline = deadline or now + self.cfg.connection_wait
             await self._wait(deadline)
@@ -379,6 +392,29 @@ class UpstreamPool:
         if not task.cancelled():
             task.exception()  # retrieved: a failed QUIT is nothing to report
 
+    def _warm(self) -> None:
+        # Our own dial comes first: a spare never takes this lease's last slot.
+        want = min(WARM_SPARES, self.cfg.pool_size) - len(self._idle) - len(self._spares)
+        for _ in range(min(want, self.max_connections - self.open - 1)):
+            task = asyncio.ensure_future(self._dial_spare())
+            self._spares.add(task)
+            task.add_done_callback(self._spares.discard)
+
+    async def _dial_spare(self) -> None:
+        with contextlib.suppress(ForwardError):  # logged by _dial_counted; a lease dials again
+            await self.release(await self._dial())
+
+    async def _reap(self) -> None:
+        """Close idle links unused for IDLE_MAX_AGE; ends when none is left."""
+        while self._idle and not self.closed:
+            oldest = min(link.idle_since for link in self._idle)
+            await asyncio.sleep(max(0.05, oldest + IDLE_MAX_AGE - time.monotonic()))
+            now = time.monotonic()
+            for link in [x for x in self._idle if now - x.idle_since >= IDLE_MAX_AGE]:
+                self._idle.remove(link)
+                self._close_soon(link)
+        self._reaper = None
+
     async def connect(self) -> SMTPLink:
         """A fresh link (never an idle one), within max_connections: an idle link is
         closed to make room, else this waits like ``acquire``."""
@@ -394,10 +430,12 @@ class UpstreamPool:
         self.open += 1
         self._report()
         try:
-            return await self._dial_counted()
+            link = await self._dial_counted()
         except BaseException:
             self._gone()
             raise
+        self._leased += 1
+        return link
 
     async def _dial_counted(self) -> SMTPLink:
         smtp = aiosmtplib.SMTP(
@@ -430,6 +468,8 @@ class UpstreamPool:
         return link
 
     async def release(self, link: Link, *, reusable: bool = True) -> None:
+        if isinstance(link, SMTPLink):
+            self._leased = max(0, self._leased - 1)
         if (
             isinstance(link, SMTPLink)
             and reusable
@@ -439,6 +479,8 @@ class UpstreamPool:
         ):
             link.idle_since = time.monotonic()
             self._idle.append(link)
+            if self._reaper is None:
+                self._reaper = asyncio.ensure_future(self._reap())
             self._wake()
         elif isinstance(link, SMTPLink):
             try:
@@ -459,6 +501,10 @@ class UpstreamPool:
         Each close is a QUIT bounded by QUIT_TIMEOUT; whatever is still pending
         a little after that is cancelled (SMTPLink.close drops the socket then)."""
         self.closed = True
+        stop = [*self._spares, *([self._reaper] if self._reaper else [])]
+        for task in stop:
+            task.cancel()
+        await asyncio.gather(*stop, return_exceptions=True)
         idle, self._idle = self._idle, []
         for link in idle:
             self._close_soon(link)

@@ -1,8 +1,9 @@
 """`python tests/pass_relay.py CONFIG`: the relay core alone, every message passed.
 
 A real `serve` process (own loop, signals, upstream pool) with a pipeline that
-passes everything and no hold store or audit: what the relay's process tests and
-bench/relay.py measure. Not a mock of mailguard: only the scan/decide stage is left out.
+passes everything and no hold store or audit: what the relay's process tests
+drive (bench/relay.py runs the whole product instead). Not a mock of mailguard:
+only the scan/decide stage is left out.
 """
 
 import asyncio

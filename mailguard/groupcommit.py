@@ -1,0 +1,102 @@
+"""Group commit: items submitted by concurrent threads share one durable write.
+
+``GroupCommit(write_batch).submit(item)`` blocks until ``item`` is durable and
+returns its result. While one thread (the leader) writes a batch, items that
+other threads submit queue up; when the batch is done the leader wakes its
+followers and hands the lead to the first queued thread, which writes everything
+queued so far as the next batch. So one record alone costs what it did (no added
+wait: a lone append is a batch of one), and N appends arriving during one fsync
+share the next fsync. No thread of its own: nothing to start, stop or fork.
+
+``write_batch(items)`` gets the items in submission order and returns one entry
+per item, in the same order: the item's result, or an exception for that item
+alone. An exception raised by ``write_batch`` itself fails the whole batch: each
+submitter raises a copy of its own (same type and args, same ``__cause__``).
+
+Used by the audit log (mailguard.audit): the batch is written with one write and
+one fsync under the file lock, so the hash chain's order is the file's order and
+each 250 still follows only its own record being durable.
+
+SECURITY: none (items are opaque here). DIAGNOSTICS: none.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class _Pending(Generic[Item]):
+    __slots__ = ("item", "wake", "done", "result", "error")
+
+    def __init__(self, item: Item) -> None:
+        self.item = item
+        self.wake = threading.Event()
+        self.done = False
+        self.result: object = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit(Generic[Item, Result]):
+    def __init__(self, write_batch: Callable[[Sequence[Item]], Sequence[Result | BaseException]]) -> None:
+        self._write_batch = write_batch
+        self._lock = threading.Lock()
+        self._queue: list[_Pending[Item]] = []
+        self._leading = False
+        self.batches = 0  # for tests and benches: how many writes served how many items
+        self.items = 0
+
+    def submit(self, item: Item) -> Result:
+        p: _Pending[Item] = _Pending(item)
+        with self._lock:
+            self._queue.append(p)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            p.wake.wait()
+        if not p.done:  # first in, or handed the lead by the previous leader
+            self._lead()
+        if p.error is not None:
+            raise p.error
+        return p.result  # type: ignore[return-value]
+
+    def _lead(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            results: Sequence[Result | BaseException] = self._write_batch([p.item for p in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"write_batch returned {len(results)} results for {len(batch)} items")
+        except BaseException as exc:  # noqa: BLE001 - every submitter must hear of it
+            results = [_copy(exc) for _ in batch]
+        self.batches += 1
+        self.items += len(batch)
+        for p, r in zip(batch, results):
+            if isinstance(r, BaseException):
+                p.error = r
+            else:
+                p.result = r
+            p.done = True
+        with self._lock:
+            nxt = self._queue[0] if self._queue else None  # woken not done: it leads next
+            if nxt is None:
+                self._leading = False
+        for p in batch:
+            p.wake.set()
+        if nxt is not None:
+            nxt.wake.set()
+
+
+def _copy(exc: BaseException) -> BaseException:
+    """One exception per submitter: raising one object from several threads at
+    once would tangle its traceback."""
+    try:
+        err = type(exc)(*exc.args)
+    except Exception:  # noqa: BLE001 - an exception type with another signature
+        err = RuntimeError(f"{type(exc).__name__}: {exc}")
+    err.__cause__ = exc.__cause__ if exc.__cause__ is not None else exc
+    return err

@@ -1,0 +1,137 @@
+"""Group commit (issue 15): concurrent audit appends share writes, keep the chain
+in file order, each returns its own durable record, and one bad record fails alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from mailguard.audit import AuditLog
+from mailguard.errors import AuditError
+from mailguard.groupcommit import GroupCommit
+
+
+def test_concurrent_appends_share_writes_and_keep_the_chain(tmp_path):
+    log = AuditLog(tmp_path)
+    got: dict[int, dict] = {}
+
+    def appender(i: int) -> None:
+        for j in range(25):
+            rec = log.append("pass", operator="mailguard", id=f"t{i}-{j}")
+            got[rec["seq"]] = rec
+
+    threads = [threading.Thread(target=appender, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result = log.verify()
+    assert result.ok and result.records == 200
+    on_disk = list(log.records())
+    # Each append returned exactly the record that is in the file at its seq.
+    assert [r["seq"] for r in on_disk] == list(range(1, 201))
+    assert all(got[r["seq"]] == r for r in on_disk)
+    assert log._group.items == 200 and log._group.batches < 200  # some writes were shared
+    assert log.last_checkpoint().seq == 200  # the checkpoint follows the last batch
+
+
+def test_a_record_that_cannot_be_written_fails_alone(tmp_path):
+    log = AuditLog(tmp_path)
+    log.append("pass", id="a")
+    with pytest.raises(AuditError):
+        log.append("pass", id="b", bad=object())  # not JSON
+    log.append("pass", id="c")
+    recs = list(log.records())
+    assert [r["id"] for r in recs] == ["a", "c"] and log.verify().ok
+
+
+def test_a_failed_batch_fails_every_submitter_and_the_next_batch_goes_on():
+    calls: list[list[int]] = []
+    gate = threading.Event()
+
+    def write(items):
+        calls.append(list(items))
+        if len(calls) == 1:
+            gate.wait(5)  # the first batch is slow: the others queue behind it
+            return [i * 10 for i in items]
+        if 99 in items:
+            raise AuditError("disk gone")
+        return [i * 10 for i in items]
+
+    gc = GroupCommit(write)
+    results: dict[int, object] = {}
+
+    def submit(i: int) -> None:
+        try:
+            results[i] = gc.submit(i)
+        except AuditError as exc:
+            results[i] = exc
+
+    first = threading.Thread(target=submit, args=(1,))
+    first.start()
+    while not calls:
+        time.sleep(0.001)
+    rest = [threading.Thread(target=submit, args=(i,)) for i in (2, 99, 3)]
+    for t in rest:
+        t.start()
+    while len(gc._queue) < 3:
+        time.sleep(0.001)
+    gate.set()
+    for t in [first, *rest]:
+        t.join(5)
+    assert results[1] == 10
+    assert len(calls) == 2 and set(calls[1]) == {2, 99, 3}  # the three queued shared one write
+    errors = [results[i] for i in (2, 99, 3)]
+    assert all(isinstance(e, AuditError) and str(e) == "disk gone" for e in errors)
+    assert len({id(e) for e in errors}) == 3  # each submitter raised its own
+    assert gc.submit(4) == 40  # the lead was given back
+
+
+def test_concurrent_holds_share_row_commits_and_each_is_durable(tmp_path):
+    from mailguard.store import HOLD_DONE, Store
+
+    store = Store(tmp_path / "store")
+    ids: list[str] = []
+    data = b"From: a@city.example.lg.jp\r\nTo: b@example.com\r\nSubject: t\r\n\r\nbody\r\n"
+
+    def holder(i: int) -> None:
+        for j in range(10):
+            held = store.add("a@city.example.lg.jp", ["b@example.com"], data + f"{i}-{j}".encode(),
+                             rule="hold-external", reasons=("1 person",), persons=1)
+            store.set_hold_stage(held.id, HOLD_DONE)
+            ids.append(held.id)
+
+    threads = [threading.Thread(target=holder, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.close()
+    reopened = Store(tmp_path / "store")
+    try:
+        assert sorted(h.id for h in reopened.list()) == sorted(ids) and len(ids) == 80
+        assert all(reopened.get(i).hold_stage == HOLD_DONE for i in ids)
+    finally:
+        reopened.close()
+    assert store._rows.items == 160 and store._rows.batches < 160  # some commits were shared
+
+
+def test_a_failing_row_write_fails_alone_in_its_batch(tmp_path):
+    import sqlite3
+
+    from mailguard.store import Store
+
+    store = Store(tmp_path / "store")
+    try:
+        results = store._commit_rows([
+            lambda db: db.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)"),
+            lambda db: db.execute("INSERT INTO t VALUES (1)"),
+            lambda db: db.execute("INSERT INTO t VALUES (1)"),  # duplicate key: this one fails
+            lambda db: db.execute("INSERT INTO t VALUES (2)"),
+        ])
+        assert isinstance(results[2], sqlite3.IntegrityError)
+        assert [r[0] for r in store._query("SELECT x FROM t ORDER BY x")] == [1, 2]
+    finally:
+        store.close()
