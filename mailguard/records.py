@@ -367,6 +367,15 @@ class Envelope:
     mail_options: tuple[str, ...] = ()
 
 
+@dataclass
+class Recovery:
+    """What HoldStore.recover() found and did at start (counts and ids; no content)."""
+
+    temp_removed: int = 0
+    orphans_removed: int = 0
+    releases_interrupted: list[str] = field(default_factory=list)
+
+
 # -- upstream ----------------------------------------------------------------
 
 

@@ -51,7 +51,6 @@ import re
 import secrets
 import sqlite3
 import threading
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -67,7 +66,7 @@ from mailguard.noticestore import NoticeQueue
 # The held-message records and their states; re-exported for older callers.
 from mailguard.records import (  # noqa: F401
     EXPIRED, FINAL_STATES, HELD, HOLD_AUDITED, HOLD_DONE, HOLD_STORED, REJECTED, RELEASED, STATES, Envelope,
-    HeldMessage,
+    HeldMessage, Recovery,
 )
 
 # Letters only (no i, l, o): easy to read aloud, and never a digit run that a
@@ -131,13 +130,6 @@ def check_id(hold_id: str) -> str:
     if not isinstance(hold_id, str) or not ID_RE.match(hold_id):
         raise StoreError(f"not a hold id: {hold_id[:40]!r}" if isinstance(hold_id, str) else "not a hold id")
     return hold_id
-
-
-@dataclass
-class Recovery:
-    temp_removed: int = 0
-    orphans_removed: int = 0
-    releases_interrupted: list[str] = field(default_factory=list)
 
 
 _JSON_COLS = ("reasons", "rcpt_tos", "findings", "fingerprints", "unscannable", "approvals")
