@@ -41,6 +41,7 @@ class Migrated:
     messages: int  # of them with their bytes (not purged)
     audit_records: int
     key: bool  # the fingerprint key was copied
+    notices: int = 0  # queued sender notices copied
 
 
 def migrate(store_path: str | Path, url: str) -> Migrated:
@@ -93,6 +94,14 @@ def _copy(source: Store, audit: AuditLog, root: Path, dest: PgStore) -> Migrated
                     (h.id, envelope.mail_from, json.dumps(list(envelope.rcpt_tos), ensure_ascii=False),
                      json.dumps(list(envelope.mail_options)), data))
                 messages += 1
+        # Notices still waiting for their sender: the queue is part of "nothing
+        # lost" (a reject's notice queued while the upstream was down).
+        notices = [dict(r) for r in source._query("SELECT * FROM notice_queue")]  # noqa: SLF001 (same package)
+        for n in notices:
+            n["data"] = bytes(n["data"])
+            cols = ", ".join(n)
+            marks = ", ".join(f"%({k})s" for k in n)
+            db.execute(f"INSERT INTO notice_queue ({cols}) VALUES ({marks})", n)  # noqa: S608  (fixed names)
         records = 0
         for rec in audit.records():
             append_raw(db, rec)
@@ -100,4 +109,4 @@ def _copy(source: Store, audit: AuditLog, root: Path, dest: PgStore) -> Migrated
         has_key = (root / KEY_FILE).exists()
         if has_key:
             db.execute("INSERT INTO secret (name, value) VALUES (%s, %s)", (KEY_NAME, load_or_create_key(root)))
-    return Migrated(len(held), messages, records, has_key)
+    return Migrated(len(held), messages, records, has_key, len(notices))

@@ -52,7 +52,7 @@ def run_migrate(args: argparse.Namespace, config: Config) -> int:
     url = check_store_url(args.to, "--to")
     done = migrate(config.store.path, url)
     print(f"{config.store.path} -> {redact(url)}: {done.held} held message rows ({done.messages} with their bytes),"
-          f" {done.audit_records} audit records, fingerprint key {'copied' if done.key else 'absent (created on first use)'};"
+          f" {done.audit_records} audit records, {done.notices} queued notice(s), fingerprint key {'copied' if done.key else 'absent (created on first use)'};"
           " both audit chains verified")
     print("now set [store] url in the configuration of every node and restart them")
     return EXIT_OK

@@ -239,11 +239,14 @@ def test_migrate_copies_held_mail_chain_and_key_once(tmp_path: Path, pg_url: str
     audit = AuditLog(config.store.path)
     audit.append("hold", operator="mailguard", id=kept.id, reason=f"n {number}")
     audit.append("release", operator="alice", id=done.id)
+    # A notice still waiting for its sender (the upstream was down) must survive the move.
+    embedded.queue_notice("held", kept.id, "postmaster@city.example.lg.jp", ["a@city.example.lg.jp"],
+                          b"Subject: notice\r\n\r\nmasked only\r\n", expires="2099-01-01T00:00:00+00:00")
     embedded.close()
 
     assert main(["-c", str(cfg), "store", "migrate", "--to", pg_url]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "2 held message rows (1 with their bytes), 2 audit records, fingerprint key copied" in out
+    assert "2 held message rows (1 with their bytes), 2 audit records, 1 queued notice(s), fingerprint key copied" in out
     assert number not in out
 
     pg = _cfg(tmp_path, pg_url)
@@ -256,6 +259,9 @@ def test_migrate_copies_held_mail_chain_and_key_once(tmp_path: Path, pg_url: str
         assert data == DATA and envelope.mail_options == ("SMTPUTF8",)
         assert store.get(done.id).purged_at
         assert fingerprint_key(pg) == key
+        assert store.notice_queue_stats().count == 1
+        [queued] = store.due_notices("2099-01-01T00:00:00+00:00", 10)
+        assert queued.hold_id == kept.id and queued.data == b"Subject: notice\r\n\r\nmasked only\r\n"
         assert [r["hash"] for r in store.audit.records()] == [r["hash"] for r in audit.records()]
         nxt = store.audit.append("reject", operator="bob", id=kept.id)
         assert nxt["seq"] == 3 and store.audit.verify().ok
