@@ -278,7 +278,7 @@ class Holder:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if self.config.web.approvers:  # the approval page's people hear of it too (issue 18.5)
-            task = asyncio.create_task(notify_approvers(self.config, self.audit, held))
+            task = asyncio.create_task(notify_approvers(self.config, self.notifier, held))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return held.id

@@ -3,7 +3,7 @@
     (held_link(web, hold_id) lives in notices.py: the sender's hold notice carries it too)
     approver_addresses(config, held) -> [str]    e-mail addresses of the assigned, active approvers
     build_approver_notice(held, *, sender, to, link, timezone) -> bytes
-    async notify_approvers(config, audit, held) -> int     notices accepted by the upstream
+    async notify_approvers(config, notifier, held) -> str  queued and tried once (notifier.SENT, QUEUED, ...)
 
 The approver notice says that mail from someone they approve for is held and
 where to look (the link), with the rule and masked findings; like the sender's
@@ -11,25 +11,26 @@ notice it never carries a number in the clear, the body or an attachment.
 
 SECURITY: every text from the held message goes through notices.safe_text (NFKC,
 one line, digits masked) and the whole body is scrubbed once more.
-DIAGNOSTICS: logs ``approver_notice_sent`` / ``approver_notice_failed`` with the hold id.
+DIAGNOSTICS: ``approver_notice_failed`` when no notice could be built; sending,
+retries and their audit records are the notifier's (kind ``approval-request``).
 """
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
-from typing import Any
 
 from mailguard.config import Config
 from mailguard.localtime import show_time
 from mailguard.log import get_logger, scrub
-from mailguard.notices import held_link, notice_mail_options, notice_sender, safe_text
+from mailguard.notices import held_link, notice_mail_options, safe_text
+from mailguard.notifier import NOT_SENT, Notifier
 from mailguard.records import HeldMessage
 from mailguard.web.users import UserStore, approvers_for
 
+APPROVAL_REQUEST = "approval-request"  # the notice kind in the queue and the audit log
 log = get_logger(component="web")
 
 
@@ -80,36 +81,25 @@ def build_approver_notice(held: HeldMessage, *, sender: str, to: list[str], link
     return msg.as_bytes(policy=policy)
 
 
-async def notify_approvers(config: Config, audit: Any, held: HeldMessage) -> int:
-    """Best effort, like the sender's notice: a failure is logged and audited, never raised."""
-    from mailguard.upstream import send_message
-
+async def notify_approvers(config: Config, notifier: Notifier, held: HeldMessage) -> str:
+    """Queue the approval request and try it once, like the sender's notice: the
+    relay's notice sender retries it until delivered or expired; never raised."""
     if not config.store.notify_sender:
-        return 0
+        return NOT_SENT
     try:
         to = approver_addresses(config, held)
     except Exception as exc:  # noqa: BLE001 - an unreadable user file must not undo a hold
         log.warning("approver_notice_failed", id=held.id, error=f"users: {type(exc).__name__}")
-        return 0
+        return NOT_SENT
     if not to:
-        return 0
-    sender = notice_sender(config.store, config.server, config.organisation)
+        return NOT_SENT
     try:
-        data = build_approver_notice(held, sender=sender, to=to, link=held_link(config.web, held.id),
+        data = build_approver_notice(held, sender=notifier.sender, to=to, link=held_link(config.web, held.id),
                                      timezone=config.organisation.timezone)
-        options = [] if all(not notice_mail_options(sender, a) for a in to) else ["SMTPUTF8"]
-        result = await send_message(config.upstream, sender, to, data, mail_options=options)
-    except Exception as exc:  # noqa: BLE001 - best effort
-        log.warning("approver_notice_failed", id=held.id, error=str(exc)[:300])
-        await asyncio.to_thread(_audit, audit, id=held.id, kind="approval-request", to=to, error=str(exc)[:300])
-        return 0
-    log.info("approver_notice_sent", id=held.id, count=len(to) - len(result.refused))
-    await asyncio.to_thread(_audit, audit, id=held.id, kind="approval-request", to=to, reply=f"{result.reply.code} {' '.join(str(result.reply.text).split())}"[:300])
-    return len(to) - len(result.refused)
+    except Exception as exc:  # noqa: BLE001 - best effort: a notice never undoes a hold
+        log.warning("approver_notice_failed", id=held.id, error=f"build: {type(exc).__name__}")
+        return NOT_SENT
+    options = [] if all(not notice_mail_options(notifier.sender, a) for a in to) else ["SMTPUTF8"]
+    return await notifier.queue_and_send(APPROVAL_REQUEST, held.id, to, data, options)
 
 
-def _audit(audit: Any, **fields: Any) -> None:
-    try:
-        audit.append("notice", operator="mailguard", **fields)
-    except Exception as exc:  # noqa: BLE001 - a notice record must not break the hold
-        log.error("audit_failed", event="notice", error=str(exc)[:200])
