@@ -103,10 +103,10 @@ class PgAudit:
         head: Checkpoint | None = None
         try:
             with self._store._write() as db:
-                head = db.execute("SELECT seq, hash FROM audit_head WHERE one FOR UPDATE").fetchone()
-                if head is None:
+                row = db.execute("SELECT seq, hash FROM audit_head WHERE one FOR UPDATE").fetchone()
+                if row is None:
                     raise AuditError(f"{self.location()}: the audit head row is missing")
-                seq, prev = head["seq"], head["hash"]
+                seq, prev = row["seq"], row["hash"]
                 for p in batch:
                     rec = p.record
                     seq += 1
@@ -122,13 +122,17 @@ class PgAudit:
             error.__cause__ = exc
         except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
             error = exc
-        if head is not None:
-            # Committed: the head goes off the database too (the module doc).
-            _log.info("audit_checkpoint", seq=head.seq, chain_hash=head.hash)
-            _syslog_checkpoint(head)
-        for p in batch:
-            p.error = error
-            p.done.set()
+        try:
+            if head is not None:
+                # Committed: the head goes off the database too (the module doc).
+                _log.info("audit_checkpoint", seq=head.seq, chain_hash=head.hash)
+                _syslog_checkpoint(head)
+        finally:
+            # Every waiting caller is answered, whatever happened: a caller left
+            # waiting would hang its SMTP transaction (and the relay) for good.
+            for p in batch:
+                p.error = error
+                p.done.set()
 
     def records(self) -> Iterator[AuditRecord]:
         for _, line in self._lines():

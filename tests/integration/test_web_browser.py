@@ -34,6 +34,24 @@ REQUIRED = os.environ.get("MAILGUARD_REQUIRE_BROWSER") == "1"
 WIDTH = 1280
 
 
+
+def page_text_after_click(browser, expected: str, timeout: float = 30.0) -> str:
+    """The body text of the page a click leads to, once it shows ``expected``.
+
+    A click that submits a form or follows a link returns before the next page is
+    loaded: reading the old page's body then races the navigation (a stale element,
+    or the previous page's text). Wait for the new page instead."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def text_if_loaded(b):
+        text = b.find_element(By.TAG_NAME, "body").text
+        return text if expected in text else False
+
+    return WebDriverWait(browser, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
+        text_if_loaded)
+
 def _missing() -> str:
     if not os.access(CHROMIUM, os.X_OK):
         return f"{CHROMIUM} not found (apt-get install chromium)"
@@ -134,8 +152,8 @@ def test_approver_approves_in_a_real_browser_and_the_mail_arrives(tmp_path: Path
         browser.find_element(By.ID, "username").send_keys("kacho")
         browser.find_element(By.ID, "password").send_keys(PASSWORD)
         browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+        text = page_text_after_click(browser, "保留中のメール")
         assert browser.current_url == f"{base}/held"
-        text = browser.find_element(By.TAG_NAME, "body").text
         assert held["id"] in browser.page_source and "保留中のメール" in text
         assert_no_numbers(text)
         assert_no_numbers(browser.page_source)
@@ -144,8 +162,8 @@ def test_approver_approves_in_a_real_browser_and_the_mail_arrives(tmp_path: Path
         assert png_width(shot) == WIDTH
 
         browser.find_element(By.CSS_SELECTOR, f'a[href="/held/{held["id"]}"]').click()
+        text = page_text_after_click(browser, "名簿.csv")
         assert browser.current_url == f"{base}/held/{held['id']}"
-        text = browser.find_element(By.TAG_NAME, "body").text
         assert "名簿.csv" in text and "********" + NUMBERS[0][-4:] in text and "外部 / external" in text
         assert_no_numbers(text)
         assert_no_numbers(browser.page_source)
@@ -159,7 +177,7 @@ def test_approver_approves_in_a_real_browser_and_the_mail_arrives(tmp_path: Path
 
         browser.find_element(By.ID, "reason-approve").send_keys("宛先と内容を確認しました")
         browser.find_element(By.CSS_SELECTOR, "button.approve").click()
-        assert "送信しました" in browser.find_element(By.TAG_NAME, "body").text
+        assert "送信しました" in page_text_after_click(browser, "送信しました")
         got = sink.wait_for(lambda m: "someone@example.com" in m[1])
         assert got and got[0][0] == f"yamada@{JINJI}"
         assert held_list(cfg, "released")[0]["id"] == held["id"]
