@@ -67,19 +67,21 @@ import csv
 import errno
 import fcntl
 import gzip
-import hashlib
 import io
 import json
 import os
 import re
 import sqlite3
-import sys
 import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Sequence
 
+# The chain's own pieces, shared with pgaudit.py; re-exported for older callers.
+from mailguard.auditchain import (  # noqa: F401
+    GENESIS, AuditRecord, Checkpoint, JSONValue, canonical, parse_record, record_hash, syslog_checkpoint,
+)
 from mailguard.durable import chmod_own, file_mode
 from mailguard.errors import AuditError
 from mailguard.groupcommit import GroupCommit
@@ -87,11 +89,7 @@ from mailguard.log import get_logger, scrub
 
 _log = get_logger(component="audit")
 
-# An audit record is a JSON object (DESIGN §8): these are its value types.
-JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
-AuditRecord = dict[str, JSONValue]
 
-GENESIS = "0" * 64
 AUDIT_FILE = "audit.jsonl"
 # Space kept beside the log for a full disk: given up when an append hits ENOSPC,
 # so the records of mail already accepted still fit (thousands of lines), while
@@ -102,15 +100,6 @@ CSV_FIELDS = (
     "seq", "time", "event", "operator", "id", "from", "to", "rule", "persons",
     "findings", "fingerprints", "reason", "reply", "hash",
 )
-
-
-def canonical(record: AuditRecord) -> str:
-    return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
-def record_hash(record: AuditRecord) -> str:
-    body = {k: v for k, v in record.items() if k != "hash"}
-    return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
 
 
 # Hex digests are not numbers to mask (and masking one would break correlation).
@@ -130,7 +119,6 @@ def _scrubbed(value: object, key: str = "") -> object:
     return value
 
 
-_HASH_RE = re.compile(r"[0-9a-f]{64}")
 CHECKPOINT_DB = "meta.sqlite"
 _CHECKPOINT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_checkpoint (
@@ -139,26 +127,6 @@ CREATE TABLE IF NOT EXISTS audit_checkpoint (
     hash  TEXT NOT NULL,
     time  TEXT NOT NULL
 )"""
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """The chain head at some moment: the last record's ``seq`` and ``hash``."""
-
-    seq: int
-    hash: str
-
-    @classmethod
-    def parse(cls, text: str) -> "Checkpoint":
-        """'SEQ:HASH' (as ``audit verify`` and the syslog line print it); ValueError if not."""
-        seq, sep, digest = text.strip().partition(":")
-        digest = digest.strip().lower()
-        if not sep or not seq.strip().isdigit() or int(seq) < 1 or not _HASH_RE.fullmatch(digest):
-            raise ValueError(f"{text[:80]!r} is not SEQ:HASH (a record number, a colon, 64 hex digits)")
-        return cls(int(seq), digest)
-
-    def __str__(self) -> str:
-        return f"{self.seq}:{self.hash}"
 
 
 @dataclass(frozen=True)
@@ -341,7 +309,7 @@ class AuditLog:
                     self._db = None
             _log.error("audit_checkpoint_failed", seq=head.seq, error=str(exc)[:200])
         _log.info("audit_checkpoint", seq=head.seq, chain_hash=head.hash)
-        _syslog_checkpoint(head)
+        syslog_checkpoint(head)
 
     def last_checkpoint(self) -> Checkpoint | None:
         """The head last checkpointed in the store database; None if none was ever written."""
@@ -455,14 +423,9 @@ class AuditLog:
                 return VerifyResult(False, count, n, reason, bad_file=bad, first_seq=first_seq)
             if not raw.endswith(b"\n"):
                 return broken("incomplete last line (torn write)")
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                return broken("not a JSON object")
-            if not isinstance(rec, dict) or not isinstance(rec.get("hash"), str):
-                return broken("not an audit record")
-            if record_hash(rec) != rec["hash"]:
-                return broken("hash does not match the record (edited?)")
+            rec, why = parse_record(raw)
+            if rec is None:
+                return broken(why)
             if count == 0 and bad and isinstance(rec.get("seq"), int) and rec["seq"] > 1:
                 # The oldest rotated file left: earlier files were rotated away.
                 # Its first record anchors the chain; everything after is checked.
@@ -501,19 +464,6 @@ class AuditLog:
 def _cut(result: VerifyResult, checks: list[Checkpoint], reason: str) -> VerifyResult:
     return VerifyResult(False, result.records, None, reason, first_seq=result.first_seq,
                         head=result.head, checked=tuple(checks))
-
-
-def _syslog_checkpoint(head: Checkpoint) -> None:
-    """One line to the local syslog, which an inspector forwards off the host."""
-    if not sys.platform.startswith("linux") or not os.path.exists("/dev/log"):
-        return
-    try:
-        import syslog
-
-        syslog.openlog("mailguard", syslog.LOG_PID, syslog.LOG_AUTHPRIV)
-        syslog.syslog(syslog.LOG_NOTICE, f"audit_checkpoint seq={head.seq} hash={head.hash}")
-    except (OSError, ValueError):
-        pass  # the database checkpoint and the structlog event still stand
 
 
 def _csv_value(rec: AuditRecord, key: str) -> str:

@@ -43,8 +43,8 @@ from typing import Any
 
 import psycopg
 
-from mailguard.audit import (GENESIS, AuditLog, AuditRecord, Checkpoint, VerifyResult, _scrubbed,
-                             _syslog_checkpoint, canonical, record_hash)
+from mailguard.audit import AuditLog, VerifyResult, _scrubbed
+from mailguard.auditchain import GENESIS, AuditRecord, Checkpoint, canonical, parse_record, record_hash, syslog_checkpoint
 from mailguard.errors import AuditError, StoreError
 from mailguard.log import get_logger
 from mailguard.secret import KEY_BYTES
@@ -126,7 +126,7 @@ class PgAudit:
             if head is not None:
                 # Committed: the head goes off the database too (the module doc).
                 _log.info("audit_checkpoint", seq=head.seq, chain_hash=head.hash)
-                _syslog_checkpoint(head)
+                syslog_checkpoint(head)
         finally:
             # Every waiting caller is answered, whatever happened: a caller left
             # waiting would hang its SMTP transaction (and the relay) for good.
@@ -206,14 +206,9 @@ def _verify(lines: Iterator[tuple[int, str]], heads: list[dict[str, Any]],
     for row_seq, raw in lines:
         def broken(reason: str, at: int = row_seq) -> VerifyResult:
             return VerifyResult(False, count, at, reason, checked=checks)
-        try:
-            rec = json.loads(raw)
-        except ValueError:
-            return broken("not a JSON object")
-        if not isinstance(rec, dict) or not isinstance(rec.get("hash"), str):
-            return broken("not an audit record")
-        if record_hash(rec) != rec["hash"]:
-            return broken("hash does not match the record (edited?)")
+        rec, why = parse_record(raw)
+        if rec is None:
+            return broken(why)
         if rec.get("seq") != row_seq:
             return broken(f"seq {rec.get('seq')!r} stored as row {row_seq} (edited?)")
         if rec.get("prev") != prev:

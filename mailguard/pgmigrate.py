@@ -30,9 +30,8 @@ from mailguard.errors import NotFound, StoreError
 from mailguard.pgaudit import KEY_NAME, PgAudit, append_raw
 from mailguard.pgstore import PgStore, apply_schema, redact
 from mailguard.secret import KEY_FILE, load_or_create_key
+from mailguard.heldrows import JSON_COLS
 from mailguard.store import Store
-
-_JSON_COLS = ("reasons", "rcpt_tos", "findings", "fingerprints", "unscannable", "approvals")
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def _copy(source: Store, audit: AuditLog, root: Path, dest: PgStore) -> Migrated
     with dest._write() as db:
         for h in held:
             row = dataclasses.asdict(h)
-            for col in _JSON_COLS:
+            for col in JSON_COLS:
                 row[col] = json.dumps([dict(x) if isinstance(x, dict) else x for x in row[col]], ensure_ascii=False)
             cols = ", ".join(row)
             marks = ", ".join(f"%({k})s" for k in row)

@@ -61,8 +61,8 @@ from psycopg.rows import dict_row
 from mailguard.errors import NotFound, StoreError
 from mailguard.noticestore import NoticeQueue
 from mailguard.records import Envelope, HeldMessage
-from mailguard.store import (FINAL_STATES, HELD, HOLD_AUDITED, HOLD_DONE, HOLD_STORED, Recovery, check_id,
-                             new_id, now_iso)
+from mailguard.heldrows import HeldRows, check_id, new_id, now_iso, row_to_held
+from mailguard.records import FINAL_STATES, HELD, HOLD_AUDITED, HOLD_DONE, HOLD_STORED, Recovery
 
 # psycopg_pool warns in plain text on every failed connect, which would break the
 # relay's JSON log; the StoreError it leads to carries the reason there instead.
@@ -72,7 +72,6 @@ POOL_MAX = 8  # the relay's worker threads plus a lock or two
 POOL_TIMEOUT = 3.0  # seconds to wait for a connection before the 451
 CONNECT_TIMEOUT = 3  # seconds, libpq connect_timeout
 _SCHEMA_LOCK = 0x6D67_7363_6865_6D61  # "mgschema": one node applies the schema at a time
-_JSON_COLS = ("reasons", "rcpt_tos", "findings", "fingerprints", "unscannable", "approvals")
 
 
 def redact(url: str) -> str:
@@ -163,14 +162,7 @@ def lock_key(hold_id: str) -> int:
     return int.from_bytes(hashlib.sha256(b"mailguard-hold:" + hold_id.encode()).digest()[:8], "big", signed=True)
 
 
-def _row_to_held(row: dict[str, Any]) -> HeldMessage:
-    d = dict(row)
-    for col in _JSON_COLS:
-        d[col] = tuple(json.loads(d[col]))
-    return HeldMessage(**d)
-
-
-class PgStore(NoticeQueue):
+class PgStore(HeldRows, NoticeQueue):
     """One database shared by every node. Thread-safe (a connection pool)."""
 
     _PARAM = "%s"  # noticestore.NoticeQueue's SQL placeholder
@@ -261,7 +253,7 @@ class PgStore(NoticeQueue):
             "approvals": "[]", "received": now, "updated": now, "hold_stage": HOLD_STORED,
         }
         self.insert(row, Envelope(mail_from, tuple(rcpt_tos), tuple(mail_options)), data)
-        return _row_to_held(row | _defaults(row))
+        return row_to_held(row | _defaults(row))
 
     def insert(self, row: dict[str, Any], envelope: Envelope, data: bytes | None) -> None:
         """One held row (+ its bytes unless purged) in one transaction: add and migrate."""
@@ -283,19 +275,6 @@ class PgStore(NoticeQueue):
         with self._write() as db:
             db.execute("DELETE FROM held WHERE id = %s AND state = %s", (hold_id, HELD))
 
-    def find_held_copy(self, mail_from: str, rcpt_tos: Sequence[str], sha256: str, message_id: str,
-                       received_after: str) -> HeldMessage | None:
-        """A message already stored with this envelope, digest and Message-ID, received
-        after ``received_after`` (ISO 8601 UTC): a client's resend of it."""
-        rows = self._query(
-            "SELECT * FROM held WHERE sha256 = %s AND message_id = %s AND mail_from = %s AND received > %s"
-            " ORDER BY received, id", (sha256, message_id, mail_from, received_after))
-        for r in rows:
-            held = _row_to_held(r)
-            if list(held.rcpt_tos) == list(rcpt_tos):
-                return held
-        return None
-
     # -- a hold's stages: stored -> audited -> done -------------------------------
 
     def set_hold_stage(self, hold_id: str, stage: str) -> None:
@@ -309,25 +288,8 @@ class PgStore(NoticeQueue):
             db.execute("UPDATE held SET hold_stage = %s WHERE id = %s AND hold_stage = ANY(%s)",
                        (stage, check_id(hold_id), earlier))
 
-    def incomplete_holds(self) -> builtins.list[HeldMessage]:
-        """Holds whose hold record or sender notice may be missing (hold_stage not done), oldest first."""
-        rows = self._query("SELECT * FROM held WHERE hold_stage <> %s ORDER BY received, id", (HOLD_DONE,))
-        return [_row_to_held(r) for r in rows]
-
     # -- reading ---------------------------------------------------------------
 
-    def get(self, hold_id: str) -> HeldMessage:
-        rows = self._query("SELECT * FROM held WHERE id = %s", (check_id(hold_id),))
-        if not rows:
-            raise NotFound(f"no held message {hold_id}")
-        return _row_to_held(rows[0])
-
-    def list(self, state: str | None = HELD) -> builtins.list[HeldMessage]:
-        if state is None:
-            rows = self._query("SELECT * FROM held ORDER BY received, id")
-        else:
-            rows = self._query("SELECT * FROM held WHERE state = %s ORDER BY received, id", (state,))
-        return [_row_to_held(r) for r in rows]
 
     def read_message(self, hold_id: str) -> tuple[Envelope, bytes]:
         rows = self._query("SELECT mail_from, rcpt_tos, mail_options, data FROM held_message WHERE id = %s",
@@ -425,17 +387,6 @@ class PgStore(NoticeQueue):
         return self.get(hold_id)
 
     # -- retention -----------------------------------------------------------------
-
-    def due_for_expiry(self, cutoff_iso: str) -> builtins.list[HeldMessage]:
-        rows = self._query("SELECT * FROM held WHERE state = %s AND received < %s ORDER BY received, id",
-                           (HELD, cutoff_iso))
-        return [_row_to_held(r) for r in rows]
-
-    def purgeable(self, cutoff_iso: str) -> builtins.list[HeldMessage]:
-        rows = self._query(
-            "SELECT * FROM held WHERE state = ANY(%s) AND purged_at IS NULL AND decided_at < %s"
-            " ORDER BY decided_at, id", (list(FINAL_STATES), cutoff_iso))
-        return [_row_to_held(r) for r in rows]
 
     def purge(self, hold_id: str) -> HeldMessage:
         """Delete a finished message's bytes (call with it locked); the row stays."""

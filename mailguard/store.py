@@ -47,11 +47,8 @@ import fcntl
 import functools
 import json
 import os
-import re
-import secrets
 import sqlite3
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -61,6 +58,7 @@ from mailguard.durable import fsync_dir as _fsync_dir
 from mailguard.durable import probe_dir, write_locked
 from mailguard.errors import NotFound, StoreError
 from mailguard.groupcommit import GroupCommit
+from mailguard.heldrows import ID_RE, HeldRows, check_id, new_id, now_iso
 from mailguard.noticestore import SQLITE_SCHEMA as _NOTICE_SCHEMA
 from mailguard.noticestore import NoticeQueue
 # The held-message records and their states; re-exported for older callers.
@@ -69,11 +67,6 @@ from mailguard.records import (  # noqa: F401
     HeldMessage, Recovery,
 )
 
-# Letters only (no i, l, o): easy to read aloud, and never a digit run that a
-# number scrubber would mask or mistake for a My Number.
-ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz"
-ID_LEN = 16
-ID_RE = re.compile(rf"^[{ID_ALPHABET}]{{{ID_LEN}}}$")
 MAGIC = b"MAILGUARD-HOLD 1\n"
 BUSY_TIMEOUT_MS = 30_000
 
@@ -117,33 +110,9 @@ _ADDED_COLUMNS = (
 )
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def new_id() -> str:
-    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LEN))
-
-
-def check_id(hold_id: str) -> str:
-    """Return ``hold_id`` if it is well formed, else raise StoreError (never a path)."""
-    if not isinstance(hold_id, str) or not ID_RE.match(hold_id):
-        raise StoreError(f"not a hold id: {hold_id[:40]!r}" if isinstance(hold_id, str) else "not a hold id")
-    return hold_id
-
-
-_JSON_COLS = ("reasons", "rcpt_tos", "findings", "fingerprints", "unscannable", "approvals")
-
-
-def _row_to_held(row: sqlite3.Row) -> HeldMessage:
-    d = dict(row)
-    for col in _JSON_COLS:
-        v = json.loads(d[col])
-        d[col] = tuple(v)
-    return HeldMessage(**d)
-
-
-class Store(NoticeQueue):
+class Store(HeldRows, NoticeQueue):
     """One store directory. Thread-safe: the relay calls it from worker threads."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -330,25 +299,6 @@ class Store(NoticeQueue):
                 os.close(fd)
         return self.get(hold_id)
 
-    def find_held_copy(self, mail_from: str, rcpt_tos: Sequence[str], sha256: str, message_id: str,
-                       received_after: str) -> HeldMessage | None:
-        """A message already held with this envelope, digest and Message-ID, received
-        after ``received_after`` (ISO 8601 UTC): a client's resend of it."""
-        rows = self._query(
-            "SELECT * FROM held WHERE sha256 = ? AND message_id = ? AND mail_from = ? AND received > ?"
-            " ORDER BY received",
-            (sha256, message_id, mail_from, received_after))
-        for r in rows:
-            held = _row_to_held(r)
-            if list(held.rcpt_tos) == list(rcpt_tos):
-                return held
-        return None
-
-    def incomplete_holds(self) -> builtins.list[HeldMessage]:
-        """Holds whose hold record or sender notice may be missing (hold_stage not done)."""
-        rows = self._query("SELECT * FROM held WHERE hold_stage != ? ORDER BY received", (HOLD_DONE,))
-        return [_row_to_held(r) for r in rows]
-
     def set_hold_stage(self, hold_id: str, stage: str) -> None:
         """Record how far a hold got: ``audited`` (its hold record is written), ``done``
         (and its notice sent or given up). Never moves backwards."""
@@ -373,19 +323,6 @@ class Store(NoticeQueue):
         _fsync_dir(self.messages)
 
     # -- reading -----------------------------------------------------------
-
-    def get(self, hold_id: str) -> HeldMessage:
-        rows = self._query("SELECT * FROM held WHERE id = ?", (check_id(hold_id),))
-        if not rows:
-            raise NotFound(f"no held message {hold_id}")
-        return _row_to_held(rows[0])
-
-    def list(self, state: str | None = HELD) -> builtins.list[HeldMessage]:
-        if state is None:
-            rows = self._query("SELECT * FROM held ORDER BY received, id")
-        else:
-            rows = self._query("SELECT * FROM held WHERE state = ? ORDER BY received, id", (state,))
-        return [_row_to_held(r) for r in rows]
 
     def read_message(self, hold_id: str) -> tuple[Envelope, bytes]:
         """The stored envelope and exact bytes. Raises NotFound once purged."""
@@ -512,20 +449,6 @@ class Store(NoticeQueue):
                     raise NotFound(f"no held message {hold_id}")
                 raise StoreError(f"{hold_id} is {row['state']}, not held")
         return self.get(hold_id)
-
-    def due_for_expiry(self, cutoff_iso: str) -> builtins.list[HeldMessage]:
-        rows = self._query(
-            "SELECT * FROM held WHERE state = ? AND received < ? ORDER BY received", (HELD, cutoff_iso)
-        )
-        return [_row_to_held(r) for r in rows]
-
-    def purgeable(self, cutoff_iso: str) -> builtins.list[HeldMessage]:
-        rows = self._query(
-            "SELECT * FROM held WHERE state IN (?, ?, ?) AND purged_at IS NULL AND decided_at < ?"
-            " ORDER BY decided_at",
-            (*FINAL_STATES, cutoff_iso),
-        )
-        return [_row_to_held(r) for r in rows]
 
     def purge(self, hold_id: str) -> HeldMessage:
         """Delete a finished message's file (call with it locked); the row stays."""

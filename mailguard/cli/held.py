@@ -21,7 +21,7 @@ from mailguard.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_option
 from mailguard.config import Config
 from mailguard.holdstore import HoldStore, open_store
 from mailguard.records import STATES, HeldMessage
-from mailguard.store import ID_RE
+from mailguard.heldrows import ID_RE
 
 
 def register(sub: argparse._SubParsersAction) -> None:

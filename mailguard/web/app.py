@@ -54,7 +54,8 @@ from mailguard.holdstore import HoldStore, open_store
 from mailguard.localtime import show_time
 from mailguard.log import get_logger, scrub
 from mailguard.policy import split_notice
-from mailguard.store import HELD, ID_RE
+from mailguard.heldrows import ID_RE
+from mailguard.records import HELD
 from mailguard.web.auth import Access, LoginLimiter, Session, Sessions, client_address, same_token, trusted_peer
 from mailguard.web.users import NAME_RE, User, UserStore
 
