@@ -137,6 +137,14 @@ def _address_problem(address: str, smtputf8: bool) -> str | None:
     return None if smtputf8 else "address_needs_smtputf8"
 
 
+def _write(transport: asyncio.BaseTransport, line: str) -> None:
+    """Write one reply line outside aiosmtpd's push (before or after a session).
+    Duck-typed: uvloop's transports are not asyncio.WriteTransport instances."""
+    write = getattr(transport, "write", None)
+    if write is not None:
+        write(line.encode("ascii") + b"\r\n")
+
+
 SMTPVerb = Callable[["RelaySMTP", "str | None"], Awaitable[None]]
 
 
@@ -209,8 +217,7 @@ class RelaySMTP(CompatSMTP):
             metrics.observe_connection_refused()
             peer = transport.get_extra_info("peername")
             log.warning("connection_limit_reached", peer=str(peer[0]) if peer else "?", limit=limit)
-            if isinstance(transport, asyncio.WriteTransport):
-                transport.write(replies.reply("too_many_connections").encode("ascii") + b"\r\n")
+            _write(transport, replies.reply("too_many_connections"))
             transport.close()
             return
         conv = self.conv = Conversation(next(_conn_ids))
@@ -249,16 +256,14 @@ class RelaySMTP(CompatSMTP):
         if self._closing or self.transport is None:
             return
         self._closing = True
-        if isinstance(self.transport, asyncio.WriteTransport):
-            self.transport.write(replies.reply("shutting_down").encode("ascii") + b"\r\n")
+        _write(self.transport, replies.reply("shutting_down"))
         self.transport.close()
 
     def abort(self) -> None:
         """Cut the connection now (the client never got a 250 for what is in flight)."""
-        if isinstance(self.transport, asyncio.WriteTransport):
-            self.transport.abort()
-        elif self.transport is not None:
-            self.transport.close()
+        cut = getattr(self.transport, "abort", None) or getattr(self.transport, "close", None)
+        if cut is not None:
+            cut()
 
     # ------------------------------------------------------------ replies
     async def push(self, status: str | bytes) -> None:  # type: ignore[override]

@@ -12,7 +12,7 @@ import sys
 from mailguard.config import load_config
 from mailguard.log import configure_logging
 from mailguard.policy import Decision
-from mailguard.server import App, Services, local_hostname
+from mailguard.server import App, Services, local_hostname, loop_factory
 from mailguard.upstream import UpstreamPool
 
 
@@ -29,4 +29,6 @@ async def main(path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1])))
+    # The loop serve would run (server.event_loop), so these tests cover it.
+    with asyncio.Runner(loop_factory=loop_factory(load_config(sys.argv[1]).server.event_loop)) as runner:
+        sys.exit(runner.run(main(sys.argv[1])))

@@ -60,9 +60,10 @@ async def greet(port: int) -> RawClient:
     return c
 
 
-async def test_sigterm_finishes_transaction_in_flight_then_exits_0(tmp_path, upstream):
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+async def test_sigterm_finishes_transaction_in_flight_then_exits_0(tmp_path, upstream, event_loop):
     port = free_port()
-    cfg = config_for(tmp_path, upstream.url, port)
+    cfg = config_for(tmp_path, upstream.url, port, event_loop=event_loop)
     proc = await start_process([sys.executable, LAUNCH, str(cfg)], port, tmp_path)
     busy = await greet(port)
     idle = await greet(port)
@@ -124,7 +125,26 @@ async def test_cli_serve_starts_logs_json_and_stops_on_sigterm(tmp_path, upstrea
     assert await asyncio.wait_for(proc.wait(), 20) == 0
     lines = (await proc.stderr.read()).decode().splitlines()
     events = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
-    assert any(e["event"] == "listening" for e in events)
+    assert [e["event_loop"] for e in events if e["event"] == "listening"] == ["uvloop"]  # "auto"
+
+
+async def test_event_loop_asyncio_is_the_standard_loop(tmp_path, upstream):
+    port = free_port()
+    cfg = config_for(tmp_path, upstream.url, port, event_loop="asyncio")
+    proc = await start_process([sys.executable, "-m", "mailguard", "-c", str(cfg), "serve"], port, tmp_path)
+    c = await greet(port)
+    assert (await c.cmd("EHLO client.test"))[0] == 250
+    assert (await c.cmd("MAIL FROM:<s@x.test>"))[0] == 250
+    assert (await c.cmd("RCPT TO:<a@example.com>"))[0] == 250
+    assert (await c.cmd("DATA"))[0] == 354
+    await c.send(b"Subject: standard loop\r\n\r\nhello\r\n.\r\n")
+    assert (await c.reply())[0] == 250
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 20) == 0
+    lines = (await proc.stderr.read()).decode().splitlines()
+    events = [json.loads(line) for line in lines if line.strip()]
+    assert [e["event_loop"] for e in events if e["event"] == "listening"] == ["asyncio"]
+    assert [m.data for m in upstream.messages] == [b"Subject: standard loop\r\n\r\nhello\r\n"]
 
 
 def test_serve_with_bad_config_exits_2_naming_the_key(tmp_path):
