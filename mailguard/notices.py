@@ -25,7 +25,7 @@ import re
 import socket
 import unicodedata
 from email import _header_value_parser as _hvp
-from email.errors import NonASCIILocalPartDefect
+from email.errors import HeaderParseError, NonASCIILocalPartDefect
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -203,7 +203,7 @@ def _address(addr: str) -> str:
         return str(Address(addr_spec=addr))
     except NonASCIILocalPartDefect:
         return _utf8_address(addr)
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, HeaderParseError):  # HeaderParseError: "@x.example", "a@x..example"
         return "undisclosed-recipients:;"
 
 
@@ -212,7 +212,7 @@ def _utf8_address(addr: str) -> str:
     Address(addr_spec=...), refusing anything but that one defect and trailing text."""
     try:
         spec, rest = _hvp.get_addr_spec(addr)
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, HeaderParseError):  # HeaderParseError: "@x.example", "a@x..example"
         return "undisclosed-recipients:;"
     defects = [d for d in spec.all_defects if not isinstance(d, NonASCIILocalPartDefect)]
     if rest or defects or not spec.local_part or not spec.domain:
