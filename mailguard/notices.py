@@ -13,6 +13,9 @@ SECURITY: everything that came from the held message (its Subject, Message-ID,
 addresses) or from an operator (the reason text) is NFKC-normalised and run
 through the digit scrubber before it is placed in a notice, and the finished text
 is scrubbed once more, so a number cannot slip through a field we forgot.
+Header injection: only a plain addr-spec reaches From/To (_address), and the
+hold id and Message-ID reach a header only as one line of printable text
+(_printable); the header block is composed here, not by EmailMessage (issue 15).
 A sender that is the null reverse-path (a bounce) gets no notice.
 
 DIAGNOSTICS: none; the caller logs ``notice_sent`` / ``notice_failed``.
