@@ -73,6 +73,14 @@ def scrub(text: str) -> str:
         digits = [c for c in m.group(0) if c in _KANJI_DIGIT]
         return "*" * (len(digits) - 4) + "".join(digits[-4:])
 
+    if len(text) < 12:
+        return text  # a run needs 12 digits
+    if text.isascii():
+        # Cheap precheck (scrub runs on every log field and notice line): ASCII
+        # text with fewer than twelve 0-9 has no run, and no kanji numerals.
+        if sum(map(text.count, "0123456789")) < 12:
+            return text
+        return _DIGIT_RUN.sub(_mask, text)
     text = _DIGIT_RUN.sub(_mask, text)
     if not text.isascii():
         text = _KANJI_RUN.sub(_mask_kanji, text)
