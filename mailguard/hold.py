@@ -59,7 +59,8 @@ from mailguard.errors import AuditError, ForwardError, StoreError, UpstreamRefus
 from mailguard.log import get_logger, scrub
 from mailguard.mailpolicy import DEFAULT as default_policy
 from mailguard.notices import BLOCKED_NOTICE, EXPIRED_NOTICE, HELD_NOTICE, REJECTED_NOTICE
-from mailguard.notifier import FAILED, SYSTEM_OPERATOR, Notifier, reply_text
+from mailguard.noticestore import QueuedNotice
+from mailguard.notifier import FAILED, NOT_SENT, SYSTEM_OPERATOR, Notifier, reply_text
 from mailguard.web.notify import notify_approvers
 from mailguard.holdstore import AuditSink, HoldStore, open_audit, open_store
 from mailguard.faults import fault_point
@@ -267,16 +268,22 @@ class Holder:
     async def _hold(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
                     mail_options: Sequence[str]) -> str:
         ev = _evidence(mail_from, rcpt_tos, data, decision)
-        held, duplicate = await asyncio.to_thread(self._hold_once, mail_from, list(rcpt_tos), data, decision,
-                                                  ev, tuple(mail_options))
+        held, duplicate, notice = await asyncio.to_thread(self._hold_once, mail_from, list(rcpt_tos), data,
+                                                          decision, ev, tuple(mail_options))
         if duplicate:
             # The client never saw our 250 and sent it again: same id, no second copy.
             log.info("hold_duplicate", id=held.id, rule=held.rule, size=held.size)
             return held.id
         log.debug("held", id=held.id, rule=held.rule, persons=held.persons, size=held.size)
-        task = asyncio.create_task(self._notify_held(held))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if isinstance(notice, QueuedNotice):
+            task = asyncio.create_task(self.notifier.attempt(notice))  # queued, the hold done: send it
+        elif notice == FAILED:
+            task = asyncio.create_task(self._notify_held(held))  # not queued: the whole way again
+        else:
+            task = None  # NOT_SENT: nobody to tell (the stage is done)
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         if self.config.web.approvers:  # the approval page's people hear of it too (issue 18.5)
             task = asyncio.create_task(notify_approvers(self.config, self.notifier, held))
             self._tasks.add(task)
@@ -284,9 +291,12 @@ class Holder:
         return held.id
 
     def _hold_once(self, mail_from: str, rcpt_tos: list[str], data: bytes, decision: Decision,
-                   ev: dict[str, Any], mail_options: tuple[str, ...]) -> tuple[HeldMessage, bool]:
-        """(held message, whether it was already held): a resend of a message held
-        within the hold lifetime (same Message-ID, envelope and digest) is the same hold."""
+                   ev: dict[str, Any], mail_options: tuple[str, ...]
+                   ) -> tuple[HeldMessage, bool, QueuedNotice | str | None]:
+        """(held message, whether it was already held, its notice): a resend of a
+        message held within the hold lifetime (same Message-ID, envelope and digest)
+        is the same hold. The notice is queued here with the hold marked done in the
+        same commit (Notifier.queue_now): a queued notice, NOT_SENT or FAILED."""
         digest = ev["sha256"]
         with self._digest_guard:
             entry = self._digest_locks.setdefault(digest, [threading.Lock(), 0])
@@ -298,8 +308,12 @@ class Holder:
                         timespec="microseconds")
                     copy = self.store.find_held_copy(mail_from, rcpt_tos, digest, ev["message_id"], since)
                     if copy is not None:
-                        return copy, True
-                return self._hold_durably(mail_from, rcpt_tos, data, decision, ev, mail_options), False
+                        return copy, True, None
+                held = self._hold_durably(mail_from, rcpt_tos, data, decision, ev, mail_options)
+                notice = self.notifier.queue_now(HELD_NOTICE, held, hold_done=True)
+                if notice == NOT_SENT:
+                    self.store.set_hold_stage(held.id, HOLD_DONE)  # nobody to tell: complete now
+                return held, False, notice
         finally:
             with self._digest_guard:
                 entry[1] -= 1

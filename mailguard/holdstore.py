@@ -164,8 +164,10 @@ class HoldStore(Protocol):
 
     # the durable queue of sender notices (mailguard.noticestore; issue 13.5)
     def queue_notice(self, kind: str, hold_id: str, mail_from: str, rcpt_tos: Sequence[str], data: bytes, *,
-                     expires: str, next_attempt: str | None = None, mail_options: Sequence[str] = ()) -> str:
-        """Queue a built notice durably; its id (one per hold id and kind while queued)."""
+                     expires: str, next_attempt: str | None = None, mail_options: Sequence[str] = (),
+                     hold_done: bool = False) -> str:
+        """Queue a built notice durably; its id (one per hold id and kind while queued).
+        ``hold_done``: mark the hold done (stage) in the same transaction."""
         ...
 
     def due_notices(self, now: str, limit: int = 50, *,

@@ -4,7 +4,7 @@
     NoticeQueueStats             count, oldest, last error: what `mailguard status` shows
     NoticeQueue                  the HoldStore methods, mixed into store.Store and pgstore.PgStore:
         queue_notice(kind, hold_id, mail_from, rcpt_tos, data, *, expires, next_attempt=None,
-                     mail_options=()) -> id
+                     mail_options=(), hold_done=False) -> id
         due_notices(now, limit=50, *, claim_until=None) -> [QueuedNotice]
         notice_sent(id) / notice_failed(id, next_attempt, error) / notice_expired(id)
         notice_queue_stats() -> NoticeQueueStats
@@ -34,6 +34,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Sequence
+
+from mailguard.records import HOLD_AUDITED, HOLD_DONE, HOLD_STORED
 
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS notice_queue (
@@ -106,9 +108,12 @@ class NoticeQueue:
         return sql if self._PARAM == "?" else sql.replace("?", self._PARAM)
 
     def queue_notice(self, kind: str, hold_id: str, mail_from: str, rcpt_tos: Sequence[str], data: bytes, *,
-                     expires: str, next_attempt: str | None = None, mail_options: Sequence[str] = ()) -> str:
+                     expires: str, next_attempt: str | None = None, mail_options: Sequence[str] = (),
+                     hold_done: bool = False) -> str:
         """Queue a built notice durably (committed before it returns); its id. A notice
-        of this kind for this hold already queued is not queued twice: its id is returned."""
+        of this kind for this hold already queued is not queued twice: its id is returned.
+        ``hold_done``: the hold's stage becomes done in the same transaction (its notice
+        is queued: the hold is complete, one commit instead of two)."""
         notice_id = secrets.token_hex(8)
         now = _now()
         row = (notice_id, kind, hold_id or "", mail_from, json.dumps(list(rcpt_tos), ensure_ascii=False),
@@ -117,7 +122,11 @@ class NoticeQueue:
             cur = db.execute(self._q(
                 "INSERT INTO notice_queue (id, kind, hold_id, mail_from, rcpt_tos, mail_options, data, created,"
                 " next_attempt, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"), row)
-            if cur.rowcount == 1:
+            inserted = cur.rowcount == 1
+            if hold_done and hold_id:
+                db.execute(self._q("UPDATE held SET hold_stage = ? WHERE id = ? AND hold_stage IN (?, ?)"),
+                           (HOLD_DONE, hold_id, HOLD_STORED, HOLD_AUDITED))
+            if inserted:
                 return notice_id
             found = db.execute(self._q("SELECT id FROM notice_queue WHERE hold_id = ? AND kind = ?"),
                                (hold_id, kind)).fetchone()

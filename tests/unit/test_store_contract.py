@@ -354,6 +354,22 @@ def test_a_queued_notice_is_durable_and_due(store: HoldStore, other: HoldStore) 
     assert store.notice_queue_stats().count == 0
 
 
+def test_queueing_the_held_notice_can_complete_the_hold(store: HoldStore, other: HoldStore) -> None:
+    """The relay queues a hold's notice and marks the hold done in one commit (issue 15):
+    either both are visible or neither; done never goes back; other holds are untouched."""
+    held, bystander = add(store), add(store)
+    store.set_hold_stage(held.id, "audited")
+    nid = _queue(store, held.id, hold_done=True)
+    assert other.get(held.id).hold_stage == "done"
+    assert [h.id for h in other.incomplete_holds()] == [bystander.id]
+    assert [n.id for n in other.due_notices(_iso(timedelta(seconds=1)), 10)] == [nid]
+    assert _queue(other, held.id, hold_done=True) == nid  # again (recovery): same notice, still done
+    assert other.get(held.id).hold_stage == "done"
+    plain = add(store)
+    _queue(store, plain.id)  # without hold_done the stage is the caller's business
+    assert other.get(plain.id).hold_stage == "stored"
+
+
 def test_a_notice_is_queued_once_per_hold_and_kind(store: HoldStore, other: HoldStore) -> None:
     held = add(store)
     first = _queue(store, held.id)
