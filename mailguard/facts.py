@@ -33,6 +33,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 # Facts and CONFIDENCES live in records (the bottom module); re-exported here.
+from mailguard.parse import header_block
 from mailguard.records import CONFIDENCES, Facts, ScanReport, finding_identity, is_ocr_location
 
 if TYPE_CHECKING:
@@ -209,10 +210,8 @@ def clean_address(address: str) -> str:
 def _parse_headers(data: bytes) -> dict[str, list[str]]:
     """Header block -> {lower-case name: [raw values]}; never raises."""
     out: dict[str, list[str]] = {}
-    head = data or b""
     # Only the header block: the parser would otherwise copy the whole body.
-    ends = [i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0]
-    head = head[: min(min(ends) + 4 if ends else len(head), MAX_HEADER_BLOCK)]
+    head = header_block(data or b"", MAX_HEADER_BLOCK)
     try:
         msg = BytesHeaderParser(policy=compat32).parsebytes(head)
         items = msg.items()

@@ -60,6 +60,7 @@ from mailguard.log import get_logger, scrub
 from mailguard.mailpolicy import DEFAULT as default_policy
 from mailguard.notices import BLOCKED_NOTICE, EXPIRED_NOTICE, HELD_NOTICE, REJECTED_NOTICE
 from mailguard.noticestore import QueuedNotice
+from mailguard.parse import header_block
 from mailguard.notifier import FAILED, NOT_SENT, SYSTEM_OPERATOR, Notifier, reply_text
 from mailguard.web.notify import notify_approvers
 from mailguard.holdstore import AuditSink, HoldStore, open_audit, open_store
@@ -119,7 +120,7 @@ def _unscannable(items: Iterable[Unscannable]) -> list[dict[str, str]]:
 def _headers(data: bytes) -> tuple[str, str]:
     """(Subject, Message-ID), normalised and masked, for the row and notices."""
     try:
-        msg = BytesHeaderParser(policy=default_policy).parsebytes(data[:262144])
+        msg = BytesHeaderParser(policy=default_policy).parsebytes(header_block(data, 262144))
         subject = str(msg.get("Subject", "") or "")
         message_id = str(msg.get("Message-ID", "") or "")
     except Exception:  # a hostile header must never stop a hold

@@ -120,6 +120,16 @@ class _Budget:
         return True
 
 
+def header_block(data: bytes, limit: int | None = None) -> bytes:
+    """The message's header block through its first empty line (CRLF CRLF or LF LF),
+    at most ``limit`` bytes; all of ``data`` when there is no empty line. A header
+    parser given this sees exactly the headers it sees in the whole message (it
+    stops at the first empty line, never later), without walking the body."""
+    ends = [i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0]
+    end = min(ends) + 4 if ends else len(data)
+    return data[:end if limit is None else min(end, limit)]
+
+
 def parse_message(data: bytes, max_parts: int = 5000, max_depth: int = 5) -> Message:
     """Parse message bytes into display headers and leaf parts."""
     budget = _Budget(max_parts)

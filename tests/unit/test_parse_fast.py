@@ -184,3 +184,30 @@ def test_corpus_parses_alike(monkeypatch):
             if data.startswith(b"\xef\xbb\xbf"):
                 taken += _check(data[3:], f"{rel} ({variant}, no BOM)", monkeypatch)
     assert taken >= 20  # single-part mail in the corpus does take the fast path
+
+
+def _header_items(data: bytes, policy) -> list[tuple[str, str]]:
+    from email.parser import BytesHeaderParser
+    return [(k, str(v)) for k, v in BytesHeaderParser(policy=policy).parsebytes(data).items()]
+
+
+def test_header_block_gives_the_parser_the_same_headers():
+    """parse.header_block (facts and holds read Subject / Message-ID from it): the
+    headers parsed from the block are those parsed from the whole message, for
+    every corpus file in three line-ending shapes and every hostile input."""
+    from email.policy import compat32, default
+    inputs = {f"hostile:{k}": v for k, v in HOSTILE.items()}
+    for path in CORPUS_FILES:
+        raw = path.read_bytes()
+        inputs.update({f"{path.name}": raw, f"{path.name}:crlf": _crlf(raw), f"{path.name}:lf": _lf(raw)})
+    inputs["no blank line"] = b"Subject: only headers\r\nX-A: 1\r\n"
+    inputs["bare CR blank line"] = b"Subject: a\r\rX-B: body?\r\n\r\nbody\r\n"
+    inputs["LF blank line before CRLF one"] = b"Subject: a\n\nX-B: 1\r\n\r\nbody\r\n"
+    for where, data in inputs.items():
+        block = parse.header_block(data)
+        assert data.startswith(block), where
+        # compat32 for all; the (slow) default policy where the whole message is small
+        for policy in (compat32, default) if len(data) < 65536 else (compat32,):
+            assert _header_items(block, policy) == _header_items(data, policy), where
+    assert parse.header_block(b"Subject: a\r\n\r\nbody") == b"Subject: a\r\n\r\n"
+    assert parse.header_block(b"Subject: a\r\n\r\nbody", limit=5) == b"Subje"
