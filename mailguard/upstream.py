@@ -53,6 +53,7 @@ log = get_logger(component="upstream")
 
 IDLE_MAX_AGE = 60.0  # seconds an idle pooled connection is trusted; servers drop idle ones
 WARM_SPARES = 2  # links dialled ahead of a growing burst (UpstreamPool: warm links)
+IDLE_TRIM = 5.0  # seconds an idle link beyond pool_size stays open after a burst
 QUIT_TIMEOUT = 5.0
 
 
@@ -212,8 +213,16 @@ def tls_context(cfg: UpstreamConfig) -> ssl.SSLContext:
 
 
 class UpstreamPool:
-    """Upstream links: at most ``max_connections`` open (leased + idle), at most
-    ``pool_size`` of them idle for reuse.
+    """Upstream links: at most ``max_connections`` open (leased + idle); ``pool_size``
+    of them kept idle for reuse once a burst is over.
+
+    Every link that comes back healthy goes idle, so concurrent clients reuse the
+    links of a burst instead of closing them (QUIT) and dialling again (connect,
+    banner, EHLO) a moment later: with 20 sessions and pool_size 4 that churn was
+    one new upstream connection per five messages (issue 15). Idle links beyond
+    ``pool_size`` are closed after IDLE_TRIM seconds unused, the rest after
+    IDLE_MAX_AGE; the most recently used link is leased first, so the surplus is
+    the one that ages out.
 
     A lease when every link is in use waits for one to come back (or a slot to
     free) for ``connection_wait`` seconds, then raises UpstreamBusy (451 4.4.5):
@@ -337,13 +346,21 @@ class UpstreamPool:
         with contextlib.suppress(ForwardError):  # logged by _dial_counted; a lease dials again
             await self.release(await self._dial())
 
+    def _expiry(self) -> list[tuple[float, SMTPLink]]:
+        """(close-at time, link) for each idle link: the oldest beyond pool_size
+        after IDLE_TRIM, the rest after IDLE_MAX_AGE (the list is oldest first)."""
+        surplus = max(0, len(self._idle) - self.cfg.pool_size)
+        return [(link.idle_since + (min(IDLE_TRIM, IDLE_MAX_AGE) if i < surplus else IDLE_MAX_AGE), link)
+                for i, link in enumerate(self._idle)]
+
     async def _reap(self) -> None:
-        """Close idle links unused for IDLE_MAX_AGE; ends when none is left."""
+        """Close idle links past their time (_expiry); ends when none is left."""
         while self._idle and not self.closed:
-            oldest = min(link.idle_since for link in self._idle)
-            await asyncio.sleep(max(0.05, oldest + IDLE_MAX_AGE - time.monotonic()))
+            first = min(at for at, _ in self._expiry())
+            # Links released meanwhile may expire sooner: look again within IDLE_TRIM.
+            await asyncio.sleep(max(0.05, min(first - time.monotonic(), IDLE_TRIM)))
             now = time.monotonic()
-            for link in [x for x in self._idle if now - x.idle_since >= IDLE_MAX_AGE]:
+            for link in [link for at, link in self._expiry() if at <= now]:
                 self._idle.remove(link)
                 self._close_soon(link)
         self._reaper = None
@@ -408,7 +425,7 @@ class UpstreamPool:
             and reusable
             and not self.closed
             and link.alive
-            and len(self._idle) < self.cfg.pool_size
+            and self.cfg.pool_size > 0  # 0: the admin wants no reuse at all
         ):
             link.idle_since = time.monotonic()
             self._idle.append(link)
