@@ -51,13 +51,14 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
+from email.policy import compat32
 from typing import Any, Iterable, Sequence
 
 from mailguard.auditfacts import decision_fields, held_fields
 from mailguard.config import Config
 from mailguard.errors import AuditError, ForwardError, StoreError, UpstreamRefused
 from mailguard.log import get_logger, scrub
-from mailguard.mailpolicy import DEFAULT as default_policy
+from mailguard.mailpolicy import default_header
 from mailguard.notices import BLOCKED_NOTICE, EXPIRED_NOTICE, HELD_NOTICE, REJECTED_NOTICE
 from mailguard.noticestore import QueuedNotice
 from mailguard.parse import header_block
@@ -120,11 +121,16 @@ def _unscannable(items: Iterable[Unscannable]) -> list[dict[str, str]]:
 def _headers(data: bytes) -> tuple[str, str]:
     """(Subject, Message-ID), normalised and masked, for the row and notices."""
     try:
-        msg = BytesHeaderParser(policy=default_policy).parsebytes(header_block(data, 262144))
-        subject = str(msg.get("Subject", "") or "")
-        message_id = str(msg.get("Message-ID", "") or "")
+        msg = BytesHeaderParser(policy=compat32).parsebytes(header_block(data, 262144))
+        subject = default_header(msg, "Subject")
+        message_id = default_header(msg, "Message-ID")
     except Exception:  # a hostile header must never stop a hold
         return "", ""
+    return _shown(subject, message_id)
+
+
+def _shown(subject: str, message_id: str) -> tuple[str, str]:
+    """Subject and Message-ID as rows and notices keep them: normalised, masked."""
     subject = scrub(" ".join(unicodedata.normalize("NFKC", subject).split()))[:200]
     message_id = scrub(message_id.strip())[:250]
     return subject, message_id
