@@ -58,7 +58,7 @@ from mailguard.durable import fsync_dir as _fsync_dir
 from mailguard.durable import probe_dir, write_locked
 from mailguard.errors import NotFound, StoreError
 from mailguard.groupcommit import GroupCommit
-from mailguard.heldrows import ID_RE, HeldRows, check_id, new_id, now_iso
+from mailguard.heldrows import ID_RE, HeldRows, check_id, new_id, now_iso, row_to_held
 from mailguard.noticestore import SQLITE_SCHEMA as _NOTICE_SCHEMA
 from mailguard.noticestore import NoticeQueue
 # The held-message records and their states; re-exported for older callers.
@@ -297,7 +297,8 @@ class Store(HeldRows, NoticeQueue):
         finally:
             if fd >= 0:
                 os.close(fd)
-        return self.get(hold_id)
+        # The row as committed (every other column takes its default): no read back.
+        return row_to_held(row)
 
     def set_hold_stage(self, hold_id: str, stage: str) -> None:
         """Record how far a hold got: ``audited`` (its hold record is written), ``done``
