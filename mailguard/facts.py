@@ -33,6 +33,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 # Facts and CONFIDENCES live in records (the bottom module); re-exported here.
+from mailguard.mailpolicy import default_value
 from mailguard.parse import header_block
 from mailguard.records import CONFIDENCES, Facts, ScanReport, finding_identity, is_ocr_location
 
@@ -90,11 +91,11 @@ def build_facts(
     ext_orgs = sorted({organisation_of(d) for d in ext_domains})
     rcpt_domains = sorted({domain_of(r) for r in recipients if domain_of(r)})
 
-    headers = _parse_headers(data)
+    headers, first = _parse_headers(data)
     visible = _addresses(headers, ("to", "cc"))
     visible_external = tuple(a for a in visible if not is_internal(domain_of(a), internal))
     header_from = _addresses(headers, ("from", "sender"))
-    subject = _header_text(headers, "subject")
+    subject = _header_value(first, "subject")
 
     is_reply = bool(headers.get("in-reply-to") or headers.get("references")) or is_reply_subject(
         subject
@@ -127,7 +128,7 @@ def build_facts(
         unscannable=tuple(report.unscannable),
         attachments=tuple(report.attachments),
         near_findings=tuple(getattr(report, "near_findings", ()) or ()),
-        message_id=_header_text(headers, "message-id").strip()[:250],
+        message_id=_header_value(first, "message-id").strip()[:250],
         persons_ocr_by_confidence=_count_persons(
             [f for f in findings if is_ocr_location(f.location)], dict(zip(CONFIDENCES, report.ocr_persons)),
         ),
@@ -207,23 +208,42 @@ def clean_address(address: str) -> str:
 # -- headers ---------------------------------------------------------------
 
 
-def _parse_headers(data: bytes) -> dict[str, list[str]]:
-    """Header block -> {lower-case name: [raw values]}; never raises."""
+def _parse_headers(data: bytes) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Header block -> ({lower-case name: [values]}, {lower-case name: first raw
+    value}); never raises. The raw values keep 8-bit bytes for default_value."""
     out: dict[str, list[str]] = {}
+    first: dict[str, str] = {}
     # Only the header block: the parser would otherwise copy the whole body.
     head = header_block(data or b"", MAX_HEADER_BLOCK)
     try:
         msg = BytesHeaderParser(policy=compat32).parsebytes(head)
         items = msg.items()
+        raw_items = msg.raw_items()
     except Exception:  # noqa: BLE001 - hostile header block
-        return out
+        return out, first
     for name, value in items:
         try:
             key = str(name).strip().lower()
             out.setdefault(key, []).append(str(value)[:MAX_HEADER_CHARS])
         except Exception:  # noqa: BLE001
             continue
-    return out
+    for name, value in raw_items:
+        if isinstance(value, str):
+            first.setdefault(str(name).strip().lower(), value[:MAX_HEADER_CHARS])
+    return out, first
+
+
+def _header_value(first: dict[str, str], name: str) -> str:
+    """The first ``name`` header as the email package's default policy reads it
+    (the same text the hold store and notices show), on one line."""
+    value = first.get(name)
+    if value is None:
+        return ""
+    try:
+        text = default_value(name, value)
+    except Exception:  # noqa: BLE001 - hostile header
+        text = _decode(value)
+    return text.replace("\r", "").replace("\n", "")
 
 
 def _decode(value: str) -> str:
@@ -232,11 +252,6 @@ def _decode(value: str) -> str:
         return str(make_header(decode_header(value)))
     except Exception:  # noqa: BLE001 - bad charset names, broken encoded words
         return value
-
-
-def _header_text(headers: dict[str, list[str]], name: str) -> str:
-    values = headers.get(name) or []
-    return _decode(values[0]).replace("\r", "").replace("\n", "") if values else ""
 
 
 def _addresses(headers: dict[str, list[str]], names: Sequence[str]) -> tuple[str, ...]:

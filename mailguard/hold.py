@@ -138,7 +138,11 @@ def _shown(subject: str, message_id: str) -> tuple[str, str]:
 
 def _evidence(mail_from: str, rcpt_tos: Sequence[str], data: bytes, decision: Decision) -> dict[str, Any]:
     findings = masked_findings(decision.findings)
-    subject, message_id = _headers(data)
+    facts = decision.facts
+    if facts is not None:  # the relay's decisions: facts read these headers already, the same way
+        subject, message_id = _shown(facts.subject, facts.message_id)
+    else:
+        subject, message_id = _headers(data)
     return {
         "rule": decision.rule,
         "reasons": [scrub(str(r)) for r in decision.reasons],

@@ -10,6 +10,7 @@ written and the values read do not change.
     default_header(msg, name)    the first ``name`` header as DEFAULT reads it, from a
                                  message parsed with any policy (e.g. compat32, cheap);
                                  the registry only where the value needs it
+    default_value(name, raw)     the same for one raw value
 
 SECURITY: none (no input is handled here). DIAGNOSTICS: none.
 """
@@ -50,13 +51,19 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def default_header(msg: email.message.Message, name: str) -> str:
-    """The first ``name`` header as the email package's default policy reads it
-    (RFC 2047 decoded, unfolded): its header registry only where a value needs it,
-    since it is the costly part (a plain ASCII subject, a plain <id> read as they are)."""
+    """The first ``name`` header of ``msg`` (parsed with any policy, e.g. compat32)
+    as the email package's default policy reads it; "" when there is none."""
     key = name.lower()
     raw = next((v for k, v in msg.raw_items() if k.lower() == key), None)
-    if not isinstance(raw, str):
-        return ""
+    return default_value(name, raw) if isinstance(raw, str) else ""
+
+
+def default_value(name: str, raw: str) -> str:
+    """A raw header value as the default policy reads it (RFC 2047 decoded,
+    unfolded, 8-bit bytes as UTF-8 or replacement characters): its header registry
+    only where the value needs it, since that is the costly part (a plain ASCII
+    subject, a plain <id> are read as they are)."""
+    key = name.lower()
     raw = "".join(_LINE_BREAK.split(raw))  # what header_fetch_parse does before parsing
     if key == "subject" and raw.isascii() and "=?" not in raw:
         return raw

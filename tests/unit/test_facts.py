@@ -225,3 +225,19 @@ def test_arbitrary_bytes_never_raise(raw: bytes, rcpt: str) -> None:
 def test_is_internal_needs_a_domain() -> None:
     assert not is_internal("", INTERNAL)
     assert is_internal("a.city.example.lg.jp", INTERNAL)
+
+
+def test_a_raw_utf8_subject_is_read_as_text():
+    """A subject in raw UTF-8 (no RFC 2047: SMTPUTF8 mailers, some Japanese clients)
+    is read as the email package's default policy reads it (issue 15 made facts and
+    the hold store read it one way): the reply prefix is seen, the text is intact."""
+    from mailguard.facts import build_facts
+    from mailguard.records import ScanReport
+
+    data = ("From: a@city.example.lg.jp\r\nTo: b@example.com, c@example.com, d@example.com\r\n"
+            "Subject: 返信: 名簿の送付\r\nMessage-ID: <r@x>\r\n\r\nbody\r\n").encode("utf-8")
+    f = build_facts("a@city.example.lg.jp", ["b@example.com"], data, ScanReport(), ["city.example.lg.jp"])
+    assert f.subject == "返信: 名簿の送付" and f.is_reply and f.message_id == "<r@x>"
+    latin = b"From: a@city.example.lg.jp\r\nSubject: caf\xe9\r\n\r\nx\r\n"
+    g = build_facts("a@city.example.lg.jp", ["b@example.com"], latin, ScanReport(), ["city.example.lg.jp"])
+    assert g.subject.startswith("caf") and "\r" not in g.subject and "\n" not in g.subject

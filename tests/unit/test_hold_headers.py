@@ -64,3 +64,17 @@ def test_reads_what_the_default_policy_reads(name, data):
     want = _shown(_default(data[:262144], "Subject"), _default(data[:262144], "Message-ID"))
     assert _headers(data) == want
     assert NUMBER not in "".join(_headers(data))
+
+
+@pytest.mark.parametrize("name,data", list(_cases()), ids=lambda v: v if isinstance(v, str) else "")
+def test_the_relay_path_through_facts_shows_the_same(name, data):
+    """The relay holds with the facts the policy decided on: Subject and Message-ID
+    come from them (read once) and must equal a hold built from the bytes alone."""
+    from mailguard.facts import build_facts
+    from mailguard.hold import _evidence
+    from mailguard.records import Decision, ScanReport
+
+    facts = build_facts("a@city.example.lg.jp", ["b@example.com"], data, ScanReport(), ["city.example.lg.jp"])
+    with_facts = _evidence("a@city.example.lg.jp", ["b@example.com"], data, Decision("hold", "r", facts=facts))
+    from_bytes = _evidence("a@city.example.lg.jp", ["b@example.com"], data, Decision("hold", "r"))
+    assert (with_facts["subject"], with_facts["message_id"]) == (from_bytes["subject"], from_bytes["message_id"])
