@@ -125,7 +125,8 @@ async def test_cli_serve_starts_logs_json_and_stops_on_sigterm(tmp_path, upstrea
     assert await asyncio.wait_for(proc.wait(), 20) == 0
     lines = (await proc.stderr.read()).decode().splitlines()
     events = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
-    assert [e["event_loop"] for e in events if e["event"] == "listening"] == ["uvloop"]  # "auto"
+    listening = [e.get("event_loop") for e in events if e["event"] == "listening"]
+    assert listening == ["uvloop"], events  # "auto"; the events say why if not
 
 
 async def test_event_loop_asyncio_is_the_standard_loop(tmp_path, upstream):
