@@ -345,3 +345,15 @@ async def raw():
 
 def replace_server(config: Config, **kw: Any) -> Config:
     return dataclasses.replace(config, server=dataclasses.replace(config.server, **kw))
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """asyncio's own loop for every async test here; a test marked ``uvloop_too``
+    runs on uvloop as well (serve's default, server.event_loop = "auto"), where it
+    covers what each loop implements on its own (STARTTLS on a live transport)."""
+    factories = {"asyncio": asyncio.new_event_loop}
+    if item.get_closest_marker("uvloop_too") is not None:
+        import uvloop
+
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories

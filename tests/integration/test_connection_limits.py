@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from conftest import RawClient
 
 from mailguard import metrics
+
+# serve runs on uvloop by default (server.event_loop): the relay's SMTP handling is
+# tested on it as well as on asyncio's loop.
+pytestmark = pytest.mark.uvloop_too
 
 MESSAGE = b"From: a@city.example.lg.jp\r\nTo: b@example.com\r\nSubject: limits\r\n\r\nhello\r\n.\r\n"
 

@@ -15,6 +15,10 @@ from mailguard.log import configure_logging
 from mailguard.policy import BLOCK, HOLD, Decision
 from mailguard.upstream import UpstreamPool
 
+# serve runs on uvloop by default (server.event_loop): the relay's SMTP handling is
+# tested on it as well as on asyncio's loop.
+pytestmark = pytest.mark.uvloop_too
+
 OK, TEMPFAIL, TOO_MANY_RCPT = REPLIES["ok"].code, REPLIES["internal_error"].code, REPLIES["too_many_recipients"].code
 BLOCKED = NOT_TAKEN = 550  # a policy block (replies.blocked) and an upstream 550 relayed as is
 

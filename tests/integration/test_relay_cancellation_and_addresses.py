@@ -1,13 +1,18 @@
 """Relay regressions: cancellation, SMTPUTF8, 8-bit addresses, MAIL parameters of held mail."""
 
 from __future__ import annotations
-from mailguard.replies import REPLIES
 
 import asyncio
 
 import aiosmtplib
+import pytest
 
 from conftest import REPO
+from mailguard.replies import REPLIES
+
+# serve runs on uvloop by default (server.event_loop): the relay's SMTP handling is
+# tested on it as well as on asyncio's loop.
+pytestmark = pytest.mark.uvloop_too
 
 OK, TEMPFAIL = REPLIES["ok"].code, REPLIES["internal_error"].code
 

@@ -269,6 +269,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 from aiosmtplib.protocol import normalize_message_line_endings  # noqa: E402
 
+# serve runs on uvloop by default (server.event_loop): the relay's SMTP handling is
+# tested on it as well as on asyncio's loop.
+pytestmark = pytest.mark.uvloop_too
+
 
 def stuff(body: bytes) -> bytes:
     """What a correct client sends: CRLF-delimited lines starting with "." get one more."""

@@ -1,4 +1,7 @@
-"""Upstream TLS (smtps://, smtp+starttls://) with verification on, and AUTH from a file."""
+"""Upstream TLS (smtps://, smtp+starttls://) with verification on, and AUTH from a file.
+
+Every test runs on asyncio's loop and on uvloop (serve's default, server.event_loop):
+STARTTLS upgrades a live transport, which each loop implements on its own."""
 
 from __future__ import annotations
 
@@ -59,6 +62,9 @@ async def start_tls_sink(mode: str, ctx: ssl.SSLContext, auth: bool = False):
 async def send(port: int) -> None:
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as c:
         await c.sendmail("s@x.test", ["a@example.com"], MSG)
+
+
+pytestmark = pytest.mark.uvloop_too
 
 
 @pytest.mark.parametrize("scheme,mode", [("smtps", "smtps"), ("smtp+starttls", "starttls")])
