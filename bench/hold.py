@@ -45,7 +45,8 @@ from hold_support import INTERNAL, NUMBERS, SENDER, Serve, Sink, message_with_nu
 from pg_support import PgCluster, pg_unavailable_reason  # noqa: E402
 
 from mailguard.config import load_config  # noqa: E402
-from mailguard.hold import Holder, Recorder  # noqa: E402
+from mailguard.hold import Holder  # noqa: E402
+from mailguard.recorder import Recorder  # noqa: E402
 from mailguard.log import configure_logging  # noqa: E402
 from mailguard.policy import Decision  # noqa: E402
 

@@ -65,7 +65,7 @@ class HoldSink(Protocol):
 
 
 class AuditSink(Protocol):
-    """The audit hook (hold.Recorder), called once per message with the outcome."""
+    """The audit hook (recorder.Recorder), called once per message with the outcome."""
 
     async def record(self, *, mail_from: str, rcpt_tos: list[str], size: int, decision: Decision,
                      outcome: str, reply: str, hold_id: str | None) -> None: ...

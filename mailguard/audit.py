@@ -157,6 +157,12 @@ class AuditLog:
         """Append one record, durably (GROUP COMMIT); returns it (with seq, time, prev, hash)."""
         return self._group.submit((event, fields))
 
+    def append_many(self, items: Sequence[tuple[str, dict[str, object]]]) -> list[AuditRecord | BaseException]:
+        """Append several records in order with one group commit (one write, one
+        fsync, unless other appenders join the batch); each record, or the
+        exception that record alone met, once all of them are durable."""
+        return self._group.submit_many(list(items))
+
     def _append_batch(self, items: Sequence[tuple[str, dict[str, object]]]) -> list[AuditRecord | BaseException]:
         """Write ``items`` in order with one write and one fsync. On ENOSPC the reserve
         file is given up and the batch tried again (FULL DISK in the module doc)."""

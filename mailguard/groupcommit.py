@@ -64,6 +64,26 @@ class GroupCommit(Generic[Item, Result]):
             raise p.error
         return p.result  # type: ignore[return-value]
 
+    def submit_many(self, items: Sequence[Item]) -> list[Result | BaseException]:
+        """Submit ``items`` together (in order, never split by other submitters'
+        items between them); each one's result or exception, once all are durable."""
+        pending = [_Pending(item) for item in items]
+        if not pending:
+            return []
+        with self._lock:
+            self._queue.extend(pending)
+            lead = not self._leading
+            self._leading = True
+        if lead:
+            self._lead()
+        for p in pending:
+            # Woken either because its batch is done or to lead the next one
+            # (the previous leader hands the lead to the first queued item).
+            p.wake.wait()
+            if not p.done:
+                self._lead()
+        return [p.error if p.error is not None else p.result for p in pending]  # type: ignore[misc]
+
     def _lead(self) -> None:
         with self._lock:
             batch, self._queue = self._queue, []

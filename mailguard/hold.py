@@ -64,7 +64,7 @@ from mailguard.noticestore import QueuedNotice
 from mailguard.parse import header_block
 from mailguard.notifier import FAILED, NOT_SENT, SYSTEM_OPERATOR, Notifier, reply_text
 from mailguard.web.notify import notify_approvers
-from mailguard.holdstore import AuditSink, HoldStore, open_audit, open_store
+from mailguard.holdstore import AuditSink, HoldStore, open_store
 from mailguard.faults import fault_point
 from mailguard.records import (
     EXPIRED, HELD, HOLD_AUDITED, HOLD_DONE, HOLD_STORED, REJECTED, RELEASED, Decision, Finding, HeldMessage,
@@ -406,49 +406,6 @@ class Holder:
             if left <= 0:
                 break
             await asyncio.wait(set(self._tasks), timeout=left)
-
-
-class Recorder:
-    """The relay's audit hook, called once per message after the reply is decided."""
-
-    def __init__(self, config: Config, audit: AuditSink | None = None) -> None:
-        self.audit = audit or open_audit(config)
-
-    async def record(self, mail_from: str, rcpt_tos: Sequence[str], decision: Decision, *, data: bytes | None = None,
-                     size: int | None = None, outcome: str = "", reply: str = "", hold_id: str | None = None,
-                     **extra: Any) -> None:
-        """Audit a pass or block decision; raises AuditError.
-
-        A hold that was stored is audited by Holder.hold (inside the durability
-        promise), so it is not written twice; a hold that could not be stored
-        (the client got a 4xx) is recorded as ``hold-failed``.
-        """
-        event = decision.action
-        if event == "hold":
-            if hold_id:
-                return
-            event = "hold-failed"
-        fields: dict[str, Any] = {
-            "operator": SYSTEM_OPERATOR, "from": mail_from, "to": list(rcpt_tos), "rule": decision.rule,
-            "reasons": [scrub(str(r)) for r in decision.reasons],
-            "persons": int(decision.persons or 0),
-            "unscannable": _unscannable(decision.unscannable),
-            "outcome": outcome, "reply": " ".join(str(reply).split())[:300],
-        }
-        findings = masked_findings(decision.findings)
-        fields["findings"] = findings
-        fields["fingerprints"] = sorted({f["fingerprint"] for f in findings if f["fingerprint"]})
-        for k, v in decision_fields(decision).items():
-            fields.setdefault(k, v)
-        if data is not None:
-            subject, message_id = _headers(data)
-            fields.update(size=len(data), sha256=hashlib.sha256(data).hexdigest(), message_id=message_id)
-        elif size is not None:
-            fields["size"] = int(size)
-        for k, v in extra.items():
-            if v is not None and k not in fields:
-                fields[k] = v if isinstance(v, (int, float, bool, list, dict)) else str(v)[:300]
-        await asyncio.to_thread(self.audit.append, event, **fields)
 
 
 # -- admin actions (the CLI) -------------------------------------------------------

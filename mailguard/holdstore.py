@@ -52,6 +52,11 @@ class AuditSink(Protocol):
         """Append one record durably (fields are scrubbed); raises AuditError."""
         ...
 
+    def append_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any] | BaseException]:
+        """Append records in order, durably, sharing one commit; each record or the
+        exception that record met (nothing raised for one record's failure)."""
+        ...
+
     def records(self) -> Iterator[dict[str, Any]]: ...
 
     def verify(self, checkpoint: Checkpoint | None = None) -> VerifyResult:

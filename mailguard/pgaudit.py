@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,11 +77,23 @@ class PgAudit:
 
     def append(self, event: str, **fields: Any) -> AuditRecord:
         """Append one record after the chain head, durably; raises AuditError."""
-        rec: AuditRecord = {k: _scrubbed(v, k) for k, v in fields.items() if v is not None}
-        rec["event"] = event
-        mine = _Pending(rec)
+        result = self.append_many([(event, fields)])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def append_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[AuditRecord | BaseException]:
+        """Append several records in order, in one transaction unless other appenders
+        join it; each record, or its exception, once all are committed."""
+        mine = []
+        for event, fields in items:
+            rec: AuditRecord = {k: _scrubbed(v, k) for k, v in fields.items() if v is not None}
+            rec["event"] = event
+            mine.append(_Pending(rec))
+        if not mine:
+            return []
         with self._mu:
-            self._queue.append(mine)
+            self._queue.extend(mine)
             lead = not self._writing
             self._writing = True
         if lead:
@@ -93,10 +105,11 @@ class PgAudit:
                         self._writing = False
                         break
                 self._write_batch(batch)
-        mine.done.wait()
-        if mine.error is not None:
-            raise mine.error
-        return mine.record
+        out: list[AuditRecord | BaseException] = []
+        for p in mine:
+            p.done.wait()
+            out.append(p.error if p.error is not None else p.record)
+        return out
 
     def _write_batch(self, batch: list[_Pending]) -> None:
         error: BaseException | None = None

@@ -40,7 +40,8 @@ from mailguard import metrics, supervise
 from mailguard.act import Inspector
 from mailguard.config import Config, load_config
 from mailguard.errors import ConfigError
-from mailguard.hold import Holder, Recorder
+from mailguard.hold import Holder
+from mailguard.recorder import Recorder
 from mailguard.log import get_logger
 from mailguard.notices import ehlo_name
 from mailguard.pipeline import Pipeline

@@ -16,7 +16,8 @@ import pytest
 
 from mailguard.audit import AuditLog
 from mailguard.errors import AuditError
-from mailguard.hold import Holder, Recorder
+from mailguard.hold import Holder
+from mailguard.recorder import Recorder
 
 MIN_FREE = 512 * 1024
 

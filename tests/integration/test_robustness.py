@@ -14,7 +14,8 @@ from email.policy import default
 from conftest import Sink, _SinkSMTP, start_sink
 
 from mailguard.config import load_config
-from mailguard.hold import Holder, Recorder
+from mailguard.hold import Holder
+from mailguard.recorder import Recorder
 from mailguard.policy import BLOCK, HOLD, Decision
 from mailguard.store import HELD
 from mailguard.upstream import IDLE_MAX_AGE, UpstreamPool

@@ -135,3 +135,64 @@ def test_a_failing_row_write_fails_alone_in_its_batch(tmp_path):
         assert [r[0] for r in store._query("SELECT x FROM t ORDER BY x")] == [1, 2]
     finally:
         store.close()
+
+
+def test_submit_many_keeps_its_items_together_among_other_submitters():
+    """submit_many (the relay's Recorder hands concurrent records over in one call):
+    its items stay in order and together, each gets its own result, and the lead
+    passes on without anyone hanging, whoever submits meanwhile."""
+    written: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def write(items):
+        time.sleep(0.002)  # an fsync: others queue meanwhile
+        with lock:
+            written.extend(items)
+        return [("ok", item) if item[1] >= 0 else ValueError(f"bad {item}") for item in items]
+
+    gc = GroupCommit(write)
+    results: dict[str, list] = {}
+
+    def many(name: str) -> None:
+        for round_ in range(20):
+            items = [(f"{name}{round_}", i) for i in range(5)]
+            if round_ == 7:
+                items[2] = (f"{name}{round_}", -1)  # one bad item: fails alone
+            results.setdefault(name, []).append(gc.submit_many(items))
+
+    def single(name: str) -> None:
+        for round_ in range(40):
+            results.setdefault(name, []).append([gc.submit((name, round_))])
+
+    threads = [threading.Thread(target=many, args=(f"m{i}",)) for i in range(4)]
+    threads += [threading.Thread(target=single, args=(f"s{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)  # nobody left waiting for a lead
+    assert gc.items == 4 * 20 * 5 + 4 * 40 and gc.batches < gc.items
+    for i in range(4):
+        for round_ in range(20):
+            name = f"m{i}{round_}"
+            at = [k for k, item in enumerate(written) if item[0] == name]
+            assert at == list(range(at[0], at[0] + 5))  # contiguous, in order
+            got = results[f"m{i}"][round_]
+            for k, r in enumerate(got):
+                if round_ == 7 and k == 2:
+                    assert isinstance(r, ValueError)
+                else:
+                    assert r == ("ok", (name, k))
+    assert gc.submit_many([]) == []
+
+
+def test_append_many_writes_one_batch_and_fails_one_record_alone(tmp_path):
+    log = AuditLog(tmp_path)
+    before = log._group.batches
+    out = log.append_many([("pass", {"operator": "mailguard", "id": "a"}),
+                           ("pass", {"operator": "mailguard", "bad": object()}),  # not JSON
+                           ("pass", {"operator": "mailguard", "id": "c"})])
+    assert log._group.batches == before + 1
+    assert [r["id"] for r in (out[0], out[2])] == ["a", "c"] and isinstance(out[1], AuditError)
+    assert [r["seq"] for r in (out[0], out[2])] == [1, 2]
+    assert log.verify().ok and log.verify().records == 2

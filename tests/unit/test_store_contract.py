@@ -279,6 +279,24 @@ def test_audit_sink_appends_chains_and_verifies(config: Config, store: HoldStore
     assert sink.location() and sink.part_count() == 1
 
 
+def test_audit_sink_appends_many_in_order_and_chains_them(config: Config, store: HoldStore) -> None:
+    """append_many (the relay's Recorder batches concurrent records): in order,
+    chained, scrubbed, each record returned, the head checkpointed after the last."""
+    sink = store.audit
+    [number] = my_numbers(1)
+    first = sink.append("hold", operator="mailguard", id="x" * 16)
+    out = sink.append_many([("pass", {"operator": "mailguard", "n": i, "note": f"card {number}"})
+                            for i in range(5)])
+    assert [r["seq"] for r in out] == list(range(first["seq"] + 1, first["seq"] + 6))
+    assert out[0]["prev"] == first["hash"] and all(b["prev"] == a["hash"] for a, b in zip(out, out[1:]))
+    assert all(number not in r["note"] for r in out)
+    assert sink.append_many([]) == []
+    result = sink.verify()
+    assert result.ok and result.records == 6
+    assert sink.last_checkpoint().seq == out[-1]["seq"]
+    assert [r["n"] for r in open_audit(config).records() if r["event"] == "pass"] == list(range(5))
+
+
 def test_audit_sink_checkpoints_its_head_and_verify_catches_a_cut(config: Config, store: HoldStore) -> None:
     """Every append checkpoints the head outside the records (issue 14, item 2)."""
     from mailguard.audit import Checkpoint

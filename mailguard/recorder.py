@@ -1,0 +1,123 @@
+"""The relay's audit hook: one record per message (pass, block, a hold that failed).
+
+    Recorder(config, audit=None)
+        async record(mail_from, rcpt_tos, decision, *, data=None, size=None, outcome="",
+                     reply="", hold_id=None, **extra)
+
+A hold that was stored is audited by hold.Holder inside its durability promise, so
+it is not recorded here. Records of concurrent transactions go to the sink in one
+``append_many`` (see Recorder). SECURITY: records carry masked findings and
+fingerprints only (hold.masked_findings). DIAGNOSTICS: none of its own; AuditError
+reaches act.py, which logs ``audit_failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from mailguard.auditfacts import decision_fields
+from mailguard.config import Config
+from mailguard.errors import AuditError
+from mailguard.hold import _headers, _unscannable, masked_findings
+from mailguard.holdstore import AuditSink, open_audit
+from mailguard.log import scrub
+from mailguard.notifier import SYSTEM_OPERATOR
+from mailguard.records import Decision
+
+
+class Recorder:
+    """The relay's audit hook, called once per message after the reply is decided.
+
+    Records of concurrent transactions reach the sink together: the first waits
+    for a worker thread, and whatever is queued meanwhile goes in the next single
+    ``append_many`` (one thread hop and one commit for the lot, instead of a hop
+    and a wake-up per message: issue 15). Each caller still returns only once its
+    own record is durable, and gets its own record's error."""
+
+    def __init__(self, config: Config, audit: AuditSink | None = None) -> None:
+        self.audit = audit or open_audit(config)
+        self._queued: list[tuple[str, dict[str, Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def _append(self, event: str, fields: dict[str, Any]) -> None:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.append((event, fields, fut))
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._write_queued())
+        # Shielded: a client that goes away must not cancel records of others
+        # in the same batch (the write goes on; this caller stops waiting).
+        await asyncio.shield(fut)
+
+    async def _write_queued(self) -> None:
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                items = [(event, fields) for event, fields, _ in batch]
+                try:
+                    results = await asyncio.to_thread(self._append_many, items)
+                except BaseException as exc:  # noqa: BLE001 - every waiting caller hears of it
+                    results = [exc] * len(batch)
+                for (_, _, fut), result in zip(batch, results):
+                    if fut.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        fut.set_exception(result)
+                    else:
+                        fut.set_result(result)
+        finally:
+            self._flusher = None
+            for _, _, fut in self._queued:  # cancelled mid-way (shutdown): nobody may hang
+                if not fut.done():
+                    fut.set_exception(AuditError("audit writer stopped"))
+            self._queued = []
+
+    def _append_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        many = getattr(self.audit, "append_many", None)
+        if many is not None:
+            return list(many(items))
+        out: list[Any] = []
+        for event, fields in items:  # a sink without batches: one by one
+            try:
+                out.append(self.audit.append(event, **fields))
+            except Exception as exc:  # noqa: BLE001 - that record's caller raises it
+                out.append(exc)
+        return out
+
+    async def record(self, mail_from: str, rcpt_tos: Sequence[str], decision: Decision, *, data: bytes | None = None,
+                     size: int | None = None, outcome: str = "", reply: str = "", hold_id: str | None = None,
+                     **extra: Any) -> None:
+        """Audit a pass or block decision; raises AuditError.
+
+        A hold that was stored is audited by Holder.hold (inside the durability
+        promise), so it is not written twice; a hold that could not be stored
+        (the client got a 4xx) is recorded as ``hold-failed``.
+        """
+        event = decision.action
+        if event == "hold":
+            if hold_id:
+                return
+            event = "hold-failed"
+        fields: dict[str, Any] = {
+            "operator": SYSTEM_OPERATOR, "from": mail_from, "to": list(rcpt_tos), "rule": decision.rule,
+            "reasons": [scrub(str(r)) for r in decision.reasons],
+            "persons": int(decision.persons or 0),
+            "unscannable": _unscannable(decision.unscannable),
+            "outcome": outcome, "reply": " ".join(str(reply).split())[:300],
+        }
+        findings = masked_findings(decision.findings)
+        fields["findings"] = findings
+        fields["fingerprints"] = sorted({f["fingerprint"] for f in findings if f["fingerprint"]})
+        for k, v in decision_fields(decision).items():
+            fields.setdefault(k, v)
+        if data is not None:
+            subject, message_id = _headers(data)
+            fields.update(size=len(data), sha256=hashlib.sha256(data).hexdigest(), message_id=message_id)
+        elif size is not None:
+            fields["size"] = int(size)
+        for k, v in extra.items():
+            if v is not None and k not in fields:
+                fields[k] = v if isinstance(v, (int, float, bool, list, dict)) else str(v)[:300]
+        await self._append(event, fields)
