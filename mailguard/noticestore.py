@@ -6,7 +6,7 @@
         queue_notice(kind, hold_id, mail_from, rcpt_tos, data, *, expires, next_attempt=None,
                      mail_options=(), hold_done=False) -> id
         due_notices(now, limit=50, *, claim_until=None) -> [QueuedNotice]
-        notice_sent(id) / notice_failed(id, next_attempt, error) / notice_expired(id)
+        notice_sent(*ids) / notice_failed(id, next_attempt, error) / notice_expired(id)
         notice_queue_stats() -> NoticeQueueStats
     SQLITE_SCHEMA                the table in meta.sqlite (PostgreSQL: data/pg/003_notices.sql)
 
@@ -153,10 +153,13 @@ class NoticeQueue:
                 out.append(n)
         return out
 
-    def notice_sent(self, notice_id: str) -> None:
-        """Delivered: it leaves the queue."""
+    def notice_sent(self, *notice_ids: str) -> None:
+        """Delivered: they leave the queue (several at once: one transaction)."""
+        if not notice_ids:
+            return
         with self._write() as db:  # type: ignore[attr-defined]
-            db.execute(self._q("DELETE FROM notice_queue WHERE id = ?"), (notice_id,))
+            for notice_id in notice_ids:
+                db.execute(self._q("DELETE FROM notice_queue WHERE id = ?"), (notice_id,))
 
     def notice_failed(self, notice_id: str, next_attempt: str, error: str) -> None:
         """One more failed attempt; the next is due at ``next_attempt``."""

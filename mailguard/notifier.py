@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 from mailguard.config import Config
 from mailguard.errors import AuditError, ForwardError, UpstreamRefused
+from mailguard.groupcommit import LoopBatch
 from mailguard.holdstore import AuditSink, HoldStore
 from mailguard.log import get_logger
 from mailguard.noticestore import QueuedNotice
@@ -88,6 +89,7 @@ class Notifier:
         self.store = store
         self.sender = notice_sender(config.store, config.server, config.organisation)
         self._wake = asyncio.Event()
+        self._sent_batch: LoopBatch[tuple[QueuedNotice, int, str], None] = LoopBatch(self._sent)
         # serve's pool for notices (server.build_services): links reused across
         # notices; None (the CLI) dials one link per attempt.
         self.pool: UpstreamPool | None = None
@@ -190,16 +192,33 @@ class Notifier:
             if pool is not self.pool:
                 await pool.close()
         log.info("notice_sent", id=n.hold_id, kind=n.kind, attempt=attempt)
-        await asyncio.to_thread(self._sent, n, attempt, reply_text(result.reply))  # one hop for both
+        # Concurrent notices' bookkeeping in one thread hop (groupcommit.LoopBatch).
+        await self._sent_batch.submit((n, attempt, reply_text(result.reply)))
         return SENT
 
-    def _sent(self, n: QueuedNotice, attempt: int, reply: str) -> None:
-        if n.id and self.store is not None:
+    def _sent(self, done: list[tuple[QueuedNotice, int, str]]) -> list[None]:
+        """Delivered notices leave the queue (one transaction) and are audited (one commit)."""
+        ids = [n.id for n, _, _ in done if n.id]
+        if ids and self.store is not None:
             try:
-                self.store.notice_sent(n.id)
+                self.store.notice_sent(*ids)
             except Exception as exc:  # noqa: BLE001 - delivered; a retry later is a duplicate at worst
-                log.error("notice_queue_failed", id=n.hold_id, kind=n.kind, error=str(exc)[:300])
-        self._audit_quietly("notice", id=n.hold_id, kind=n.kind, to=list(n.rcpt_tos), attempt=attempt, reply=reply)
+                log.error("notice_queue_failed", ids=len(ids), error=str(exc)[:300])
+        records = [("notice", {"id": n.hold_id, "kind": n.kind, "to": list(n.rcpt_tos), "attempt": attempt,
+                               "reply": reply}) for n, attempt, reply in done]
+        many = getattr(self.audit, "append_many", None)
+        if many is None:
+            for event, fields in records:
+                self._audit_quietly(event, **fields)
+        else:
+            try:
+                results = many([(event, {"operator": SYSTEM_OPERATOR, **fields}) for event, fields in records])
+            except Exception as exc:  # noqa: BLE001 - the whole batch
+                results = [exc] * len(records)
+            for result in results:
+                if isinstance(result, BaseException):
+                    log.error("audit_failed", audit_event="notice", error=str(result))
+        return [None] * len(done)
 
     async def _failed(self, n: QueuedNotice, attempt: int, error: str) -> str:
         queued = False

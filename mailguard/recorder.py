@@ -13,14 +13,13 @@ reaches act.py, which logs ``audit_failed``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from mailguard.auditfacts import decision_fields
 from mailguard.config import Config
-from mailguard.errors import AuditError
+from mailguard.groupcommit import LoopBatch
 from mailguard.hold import _headers, _unscannable, masked_findings
 from mailguard.holdstore import AuditSink, open_audit
 from mailguard.log import scrub
@@ -39,40 +38,7 @@ class Recorder:
 
     def __init__(self, config: Config, audit: AuditSink | None = None) -> None:
         self.audit = audit or open_audit(config)
-        self._queued: list[tuple[str, dict[str, Any], asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def _append(self, event: str, fields: dict[str, Any]) -> None:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queued.append((event, fields, fut))
-        if self._flusher is None:
-            self._flusher = asyncio.ensure_future(self._write_queued())
-        # Shielded: a client that goes away must not cancel records of others
-        # in the same batch (the write goes on; this caller stops waiting).
-        await asyncio.shield(fut)
-
-    async def _write_queued(self) -> None:
-        try:
-            while self._queued:
-                batch, self._queued = self._queued, []
-                items = [(event, fields) for event, fields, _ in batch]
-                try:
-                    results = await asyncio.to_thread(self._append_many, items)
-                except BaseException as exc:  # noqa: BLE001 - every waiting caller hears of it
-                    results = [exc] * len(batch)
-                for (_, _, fut), result in zip(batch, results):
-                    if fut.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        fut.set_exception(result)
-                    else:
-                        fut.set_result(result)
-        finally:
-            self._flusher = None
-            for _, _, fut in self._queued:  # cancelled mid-way (shutdown): nobody may hang
-                if not fut.done():
-                    fut.set_exception(AuditError("audit writer stopped"))
-            self._queued = []
+        self._batch: LoopBatch[tuple[str, dict[str, Any]], Any] = LoopBatch(self._append_many)
 
     def _append_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[Any]:
         many = getattr(self.audit, "append_many", None)
@@ -120,4 +86,4 @@ class Recorder:
         for k, v in extra.items():
             if v is not None and k not in fields:
                 fields[k] = v if isinstance(v, (int, float, bool, list, dict)) else str(v)[:300]
-        await self._append(event, fields)
+        await self._batch.submit((event, fields))

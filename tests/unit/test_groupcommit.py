@@ -196,3 +196,42 @@ def test_append_many_writes_one_batch_and_fails_one_record_alone(tmp_path):
     assert [r["id"] for r in (out[0], out[2])] == ["a", "c"] and isinstance(out[1], AuditError)
     assert [r["seq"] for r in (out[0], out[2])] == [1, 2]
     assert log.verify().ok and log.verify().records == 2
+
+
+async def test_loop_batch_carries_concurrent_items_in_few_calls():
+    import asyncio
+
+    from mailguard.groupcommit import LoopBatch
+
+    calls: list[list[int]] = []
+
+    def write_many(items):
+        time.sleep(0.005)  # a commit: more submitters queue meanwhile
+        calls.append(list(items))
+        return [ValueError(f"bad {i}") if i == 13 else i * 10 for i in items]
+
+    batch = LoopBatch(write_many)
+    results = await asyncio.gather(*(batch.submit(i) for i in range(40)), return_exceptions=True)
+    assert [r for i, r in enumerate(results) if i != 13] == [i * 10 for i in range(40) if i != 13]
+    assert isinstance(results[13], ValueError)
+    assert sorted(i for c in calls for i in c) == list(range(40)) and len(calls) < 40
+    assert batch.items == 40 and batch.batches == len(calls)
+
+
+async def test_loop_batch_a_failing_call_fails_each_of_its_items_and_the_next_goes_on():
+    import asyncio
+
+    from mailguard.groupcommit import LoopBatch
+
+    state = {"fail": True}
+
+    def write_many(items):
+        if state["fail"]:
+            state["fail"] = False
+            raise OSError("disk gone")
+        return list(items)
+
+    batch = LoopBatch(write_many)
+    first = await asyncio.gather(batch.submit(1), batch.submit(2), return_exceptions=True)
+    assert all(isinstance(r, OSError) for r in first) and first[0] is not first[1]  # a copy each
+    assert await batch.submit(3) == 3
