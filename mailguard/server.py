@@ -250,16 +250,34 @@ class App:
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT; SIGHUP reloads."""
         loop = asyncio.get_running_loop()
-        await self.start()
+        started = asyncio.Event()
         stopping: list[asyncio.Task] = []
+
+        async def stop_once_started() -> None:
+            await started.wait()
+            await self.stop()
 
         def on_stop() -> None:
             if not stopping:
-                stopping.append(loop.create_task(self.stop()))
+                stopping.append(loop.create_task(stop_once_started()))
 
+        def on_reload() -> None:
+            if started.is_set():  # before that, the config being started is the newest
+                self.reload()
+
+        # Handlers before the socket listens: a SIGTERM right after the port opens
+        # (systemd stopping a unit it just started, a test) drains and exits 0 like
+        # any other, instead of killing the process with the default action.
         loop.add_signal_handler(signal.SIGTERM, on_stop)
         loop.add_signal_handler(signal.SIGINT, on_stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, on_reload)
+        try:
+            await self.start()
+        except BaseException:
+            for task in stopping:
+                task.cancel()
+            raise
+        started.set()
         await self._stopped.wait()
         return 0
 

@@ -177,3 +177,30 @@ def test_postfix_lines_never_split_recipients():
     assert m and int(m.group(1)) >= 1000  # >= server.max_recipients default
     assert re.search(r"(?m)^relayhost\s*=\s*\[127\.0\.0\.1\]:10025", main_cf)
     assert re.search(r"(?m)^mailguard\s+unix\s+.*\bsmtp$", master_cf)
+
+
+async def test_sigterm_the_moment_the_port_opens_still_drains_and_exits_0(tmp_path, upstream):
+    """The signal handlers are in place before the socket listens: a SIGTERM right
+    after the port opens (systemd stopping a unit it just started) is a clean stop,
+    never the default action's death by signal (-15). Several tries: it was a race."""
+    for i in range(5):
+        port = free_port()
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        cfg = config_for(run, upstream.url, port)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "mailguard", "-c", str(cfg), "serve",
+                                                    cwd=run, env=env, stderr=asyncio.subprocess.PIPE)
+        for _ in range(20000):  # poll as tightly as we can: the SIGTERM goes the moment it listens
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            except OSError:
+                if proc.returncode is not None:
+                    raise RuntimeError((await proc.stderr.read()).decode())
+                await asyncio.sleep(0.001)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 20)
+        stderr = (await proc.stderr.read()).decode()
+        assert code == 0, stderr[-2000:]
