@@ -78,13 +78,21 @@ class _Worker:
 
 
 def supervise(config: Config, config_path: str | None) -> int:
+    pending: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        pending.append(signum)
+
+    # Handlers before the socket listens: a SIGTERM the moment the port opens is a
+    # clean stop (handled once the first worker is up), not death by signal.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     sock = _bind(config)
     metrics_dir = tempfile.mkdtemp(prefix="mailguard-metrics-")
     env = {**os.environ, ENV_FD: str(sock.fileno()), ENV_METRICS_DIR: metrics_dir}
     argv = [sys.executable, "-m", "mailguard"] + (["-c", config_path] if config_path else []) + ["serve"]
     workers = [_Worker(i) for i in range(config.server.processes)]
     stopping = False
-    pending: list[int] = []
 
     ready_r, ready_w = os.pipe()
     os.set_inheritable(ready_w, True)
@@ -96,11 +104,6 @@ def supervise(config: Config, config_path: str | None) -> int:
         w.proc = subprocess.Popen(argv, env={**env, **extra}, pass_fds=(sock.fileno(), ready_w))
         w.started = time.monotonic()
 
-    def on_signal(signum: int, _frame: object) -> None:
-        pending.append(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
     metrics_server = None
     try:
         start(workers[0], recover=True)  # recovers the store before the others start
