@@ -3,6 +3,9 @@
     Notifier(config, audit, store=None)
         async send(kind, held, reason="") -> SENT | QUEUED | FAILED | NOT_SENT
             build the notice, queue it (durable), try it once at once
+        queue_now(kind, held, *, hold_done=False) -> QueuedNotice | FAILED | NOT_SENT
+            build and queue it (blocking: the hold's worker thread), for ``attempt``
+        async attempt(notice) -> SENT | QUEUED   try a queued notice once
         async send_due(limit=50) -> int      one round: the due notices, expired ones given up
         async run(interval=None)             the relay's sender loop (worker 0 / the single serve)
         wake()                               a notice was queued: look now
@@ -27,6 +30,7 @@ reply text recorded is the upstream's, bounded. DIAGNOSTICS: `notice_sent`,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from datetime import UTC, datetime, timedelta
 from typing import Any, Sequence
@@ -109,31 +113,34 @@ class Notifier:
             return FAILED
         try:
             data = self._build(kind, held)
-            now = _now()
-            options = notice_mail_options(self.sender, held.mail_from)
-            notice = QueuedNotice(id="", kind=kind, hold_id=held.id, mail_from=self.sender,
-                                  rcpt_tos=(held.mail_from,), mail_options=tuple(options), data=data,
-                                  created=_iso(now), attempts=0, next_attempt=_iso(now),
-                                  expires=_iso(now + timedelta(hours=NOTICE_EXPIRY_HOURS)),
-                                  last_error="", last_attempt=None)
-            nid = self.store.queue_notice(kind, held.id, self.sender, [held.mail_from], data,
-                                          expires=notice.expires,
-                                          next_attempt=_iso(now + timedelta(seconds=CLAIM_SECONDS)),
-                                          mail_options=options, hold_done=hold_done)
+            return self._queue(self._new(kind, held.id, [held.mail_from], data,
+                                         notice_mail_options(self.sender, held.mail_from)), hold_done=hold_done)
         except Exception as exc:  # noqa: BLE001 - a notice never undoes a hold
             log.error("notice_queue_failed", id=held.id, kind=kind, error=f"{type(exc).__name__}: {exc}"[:300])
             return FAILED
-        return QueuedNotice(**{**notice.__dict__, "id": nid})
+
+    def _new(self, kind: str, hold_id: str, rcpt_tos: Sequence[str], data: bytes,
+             mail_options: Sequence[str]) -> QueuedNotice:
+        """A notice from us, due now, not queued yet (no id)."""
+        now = _now()
+        return QueuedNotice(id="", kind=kind, hold_id=hold_id, mail_from=self.sender, rcpt_tos=tuple(rcpt_tos),
+                            mail_options=tuple(mail_options), data=data, created=_iso(now), attempts=0,
+                            next_attempt=_iso(now), expires=_iso(now + timedelta(hours=NOTICE_EXPIRY_HOURS)),
+                            last_error="", last_attempt=None)
+
+    def _queue(self, n: QueuedNotice, *, hold_done: bool = False) -> QueuedNotice:
+        """Queue ``n`` durably, claimed by this sender for CLAIM_SECONDS (blocking; raises)."""
+        assert self.store is not None
+        nid = self.store.queue_notice(n.kind, n.hold_id, n.mail_from, list(n.rcpt_tos), n.data, expires=n.expires,
+                                      next_attempt=_iso(_now() + timedelta(seconds=CLAIM_SECONDS)),
+                                      mail_options=list(n.mail_options), hold_done=hold_done)
+        return dataclasses.replace(n, id=nid)
 
     def _build(self, kind: str, held: HeldMessage, reason: str = "") -> bytes:
         return build_notice(kind, held, sender=self.sender, reason=reason,
                             expiry_hours=self.config.store.hold_expiry_hours,
                             timezone=self.config.organisation.timezone,
                             link=held_link(self.config.web, held.id) if kind == HELD_NOTICE else "")
-
-    async def attempt(self, notice: QueuedNotice) -> str:
-        """Try a notice ``queue_now`` queued, once: SENT or QUEUED (retried later)."""
-        return await self._attempt(notice)
 
     async def send(self, kind: str, held: HeldMessage, reason: str = "") -> str:
         """Queue the notice and try it once: SENT, QUEUED (retried later), FAILED (not
@@ -155,23 +162,17 @@ class Notifier:
     async def queue_and_send(self, kind: str, hold_id: str, rcpt_tos: Sequence[str], data: bytes,
                              mail_options: Sequence[str] = ()) -> str:
         """Queue a built notice (claimed by us), then try it once."""
-        now = _now()
-        notice = QueuedNotice(id="", kind=kind, hold_id=hold_id, mail_from=self.sender, rcpt_tos=tuple(rcpt_tos),
-                              mail_options=tuple(mail_options), data=data, created=_iso(now), attempts=0,
-                              next_attempt=_iso(now), expires=_iso(now + timedelta(hours=NOTICE_EXPIRY_HOURS)),
-                              last_error="", last_attempt=None)
+        notice = self._new(kind, hold_id, rcpt_tos, data, mail_options)
         if self.store is not None:
             try:
-                nid = await asyncio.to_thread(
-                    self.store.queue_notice, kind, hold_id, self.sender, list(rcpt_tos), data,
-                    expires=notice.expires, next_attempt=_iso(now + timedelta(seconds=CLAIM_SECONDS)),
-                    mail_options=list(mail_options))
-                notice = QueuedNotice(**{**notice.__dict__, "id": nid})
+                notice = await asyncio.to_thread(self._queue, notice)
             except Exception as exc:  # noqa: BLE001 - no queue: still try once
                 log.error("notice_queue_failed", id=hold_id, kind=kind, error=str(exc)[:300])
-        return await self._attempt(notice)
+        return await self.attempt(notice)
 
-    async def _attempt(self, n: QueuedNotice) -> str:
+    async def attempt(self, n: QueuedNotice) -> str:
+        """Try a notice once (queued by ``queue_now`` or ``queue_and_send``, or due in
+        the queue): SENT, or QUEUED for a retry later."""
         attempt = n.attempts + 1
         to = list(n.rcpt_tos)
         pool = self.pool or UpstreamPool(self.config.upstream, local_hostname=ehlo_name(self.config.server))
@@ -206,18 +207,14 @@ class Notifier:
                 log.error("notice_queue_failed", ids=len(ids), error=str(exc)[:300])
         records = [("notice", {"id": n.hold_id, "kind": n.kind, "to": list(n.rcpt_tos), "attempt": attempt,
                                "reply": reply}) for n, attempt, reply in done]
-        many = getattr(self.audit, "append_many", None)
-        if many is None:
-            for event, fields in records:
-                self._audit_quietly(event, **fields)
-        else:
-            try:
-                results = many([(event, {"operator": SYSTEM_OPERATOR, **fields}) for event, fields in records])
-            except Exception as exc:  # noqa: BLE001 - the whole batch
-                results = [exc] * len(records)
-            for result in results:
-                if isinstance(result, BaseException):
-                    log.error("audit_failed", audit_event="notice", error=str(result))
+        try:
+            results = self.audit.append_many([(event, {"operator": SYSTEM_OPERATOR, **fields})
+                                              for event, fields in records])
+        except Exception as exc:  # noqa: BLE001 - the whole batch
+            results = [exc] * len(records)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("audit_failed", audit_event="notice", error=str(result))
         return [None] * len(done)
 
     async def _failed(self, n: QueuedNotice, attempt: int, error: str) -> str:
@@ -252,7 +249,7 @@ class Notifier:
                 await asyncio.to_thread(self._audit_quietly, "notice_expired", id=n.hold_id, kind=n.kind,
                                         to=list(n.rcpt_tos), attempts=n.attempts, error=n.last_error[:300])
                 continue
-            await self._attempt(n)
+            await self.attempt(n)
         return len(due)
 
     def wake(self) -> None:

@@ -38,19 +38,7 @@ class Recorder:
 
     def __init__(self, config: Config, audit: AuditSink | None = None) -> None:
         self.audit = audit or open_audit(config)
-        self._batch: LoopBatch[tuple[str, dict[str, Any]], Any] = LoopBatch(self._append_many)
-
-    def _append_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-        many = getattr(self.audit, "append_many", None)
-        if many is not None:
-            return list(many(items))
-        out: list[Any] = []
-        for event, fields in items:  # a sink without batches: one by one
-            try:
-                out.append(self.audit.append(event, **fields))
-            except Exception as exc:  # noqa: BLE001 - that record's caller raises it
-                out.append(exc)
-        return out
+        self._batch: LoopBatch[tuple[str, dict[str, Any]], Any] = LoopBatch(self.audit.append_many)
 
     async def record(self, mail_from: str, rcpt_tos: Sequence[str], decision: Decision, *, data: bytes | None = None,
                      size: int | None = None, outcome: str = "", reply: str = "", hold_id: str | None = None,

@@ -21,8 +21,7 @@ class PassAll:
         return Decision("pass", "pass-all")
 
 
-async def main(path: str) -> int:
-    config = load_config(path)
+async def main(config, path: str) -> int:
     configure_logging(config.log.level)
     pool = UpstreamPool(config.upstream, local_hostname=local_hostname(config))
     return await App(config, path, services=Services(PassAll(), pool)).run()
@@ -30,5 +29,6 @@ async def main(path: str) -> int:
 
 if __name__ == "__main__":
     # The loop serve would run (server.event_loop), so these tests cover it.
-    with asyncio.Runner(loop_factory=loop_factory(load_config(sys.argv[1]).server.event_loop)) as runner:
-        sys.exit(runner.run(main(sys.argv[1])))
+    config = load_config(sys.argv[1])
+    with asyncio.Runner(loop_factory=loop_factory(config.server.event_loop)) as runner:
+        sys.exit(runner.run(main(config, sys.argv[1])))

@@ -11,10 +11,10 @@ from mailguard.config import MAX_PROCESSES, load_config
 from mailguard.errors import ConfigError
 
 
-def _load(tmp_path, value: str):
+def _load(tmp_path, value: str, key: str = "processes"):
     (tmp_path / "policies").mkdir(exist_ok=True)
     p = tmp_path / "m.toml"
-    p.write_text(f'[server]\nprocesses = {value}\n[organisation]\ninternal_domains = ["a.example.jp"]\n'
+    p.write_text(f'[server]\n{key} = {value}\n[organisation]\ninternal_domains = ["a.example.jp"]\n'
                  f'[policy]\ndir = "{tmp_path / "policies"}"\n', encoding="utf-8")
     return load_config(p)
 
@@ -38,23 +38,15 @@ def test_invalid_counts_name_the_key(tmp_path, value: str) -> None:
     assert "server.processes" in str(e.value) and "auto" in str(e.value)
 
 
-def _load_loop(tmp_path, value: str):
-    (tmp_path / "policies").mkdir(exist_ok=True)
-    p = tmp_path / "m.toml"
-    p.write_text(f'[server]\nevent_loop = {value}\n[organisation]\ninternal_domains = ["a.example.jp"]\n'
-                 f'[policy]\ndir = "{tmp_path / "policies"}"\n', encoding="utf-8")
-    return load_config(p)
-
-
 @pytest.mark.parametrize("value", ["auto", "uvloop", "asyncio"])
 def test_event_loop_choices(tmp_path, value: str) -> None:
-    assert _load_loop(tmp_path, f'"{value}"').server.event_loop == value
+    assert _load(tmp_path, f'"{value}"', "event_loop").server.event_loop == value
 
 
 @pytest.mark.parametrize("value", ['"tokio"', '""', "1", "true"])
 def test_event_loop_invalid_names_the_key_and_choices(tmp_path, value: str) -> None:
     with pytest.raises(ConfigError) as e:
-        _load_loop(tmp_path, value)
+        _load(tmp_path, value, "event_loop")
     assert "server.event_loop" in str(e.value) and "'asyncio'" in str(e.value)
 
 
